@@ -1,0 +1,289 @@
+"""The training configuration: typed, frozen, validated, built from presets and overrides.
+
+A config is resolved in three layers: a preset (`mixmo_search/presets/NAME.yaml`), then a
+config file's own sections, then `--set section.key=value` overrides. Every key is checked:
+an unknown key or a bad value raises `ConfigError` naming the key, the value and what is
+allowed. The resolved config is what checkpoints and MLflow runs record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from mixmo_search.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagefolder", "digits")
+MIX_BLOCKS = ("sum", "linear", "cut", "cow", "patchup")
+INPUT_MIXES = ("none", "cutmix", "mixup")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _choice(*allowed: str) -> dict[str, Any]:
+    return {"choices": allowed}
+
+
+def _range(low: float | None = None, high: float | None = None) -> dict[str, Any]:
+    return {"range": (low, high)}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = field(default="cifar100", metadata=_choice(*DATASETS))
+    root: str = "data"  # where torchvision downloads, or the image-folder root
+    download: bool = True  # let torchvision fetch CIFAR when it is missing
+    val_size: int = field(default=5000, metadata=_range(1))  # images held out of train
+    split_seed: int = 0  # fixes which images form the validation split
+    image_size: int = field(default=0, metadata=_range(0))  # imagefolder resize; 0 = keep
+    crop_padding: int = field(default=4, metadata=_range(0))  # zero-pad of the random crop
+    flip: bool = True  # horizontal flip (off for digits: a flipped 2 is not a 2)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "wrn28_10"  # a name from `mixmo_search.models.list_models()`
+    n_members: int = field(default=2, metadata=_range(1, 8))  # M encoders and heads
+    stem_stride: int = field(default=1, metadata=_range(1, 4))  # 2 on Tiny ImageNet (spec)
+
+
+@dataclass(frozen=True)
+class MixingConfig:
+    block: str = field(default="cut", metadata=_choice(*MIX_BLOCKS))  # the binary block
+    alpha: float = 2.0  # kappa ~ Beta(alpha, alpha) / Dirichlet; <= 0 means exactly 1/M
+    p: float = field(default=0.5, metadata=_range(0, 1))  # per-batch prob. of the block
+    p_decay_start: float = field(default=11 / 12, metadata=_range(0, 1))  # fraction of training
+    reweight_r: float = field(default=3.0, metadata=_range(1e-6))  # loss root r; .inf = equal
+    input_mix: str = field(default="none", metadata=_choice(*INPUT_MIXES))  # per-member MSDA
+    input_mix_prob: float = field(default=0.5, metadata=_range(0, 1))
+    input_mix_alpha: float = field(default=1.0, metadata=_range(1e-6))  # lambda ~ Beta(a, a)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int = field(default=300, metadata=_range(1))
+    batch_size: int = field(default=64, metadata=_range(1))  # slots per step, repeats counted
+    batch_repeat: int = field(default=4, metadata=_range(1))  # b: each image b times a batch
+    input_repeat: float = field(default=0.0, metadata=_range(0, 1))  # rho: same image, all M
+    lr: float = field(default=0.1, metadata=_range(0))  # per 128 *unique* images a step
+    momentum: float = field(default=0.9, metadata=_range(0, 1))
+    nesterov: bool = True
+    l2: float = field(default=3e-4, metadata=_range(0))  # loss += l2 * sum(theta^2) (spec)
+    warmup_epochs: float = field(default=1.0, metadata=_range(0))  # linear warm-up
+    milestones: tuple[int, ...] = (101, 201, 226)  # 1-based epochs where lr *= gamma
+    gamma: float = field(default=0.1, metadata=_range(0, 1))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    device: str = field(default="auto", metadata=_choice(*DEVICES))  # auto: cuda if present
+    threads: int = field(default=0, metadata=_range(0))  # CPU threads; 0 = torch's default
+    compile: bool = False  # torch.compile the model (worth it for long GPU runs)
+    out_dir: str = ""  # checkpoints, predictions, metrics.json; "" = runs/<date-time>
+    eval_batch_size: int = field(default=500, metadata=_range(1))
+    eval_every: int = field(default=1, metadata=_range(1))  # epochs between val evaluations
+    max_steps_per_epoch: int = field(default=0, metadata=_range(0))  # 0 = all; benchmarks
+    checkpoint: bool = True  # write last.pt each epoch (resume) and best.pt
+    progress: bool = True  # tqdm bar per epoch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    mixing: MixingConfig = MixingConfig()
+    optim: OptimConfig = OptimConfig()
+    run: RunConfig = RunConfig()
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """`{"section.key": value}`, the form MLflow params and search spaces use."""
+        return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
+
+    @property
+    def unique_per_step(self) -> int:
+        """Unique images in one batch: B / b (spec, batch repetition)."""
+        return self.optim.batch_size // self.optim.batch_repeat
+
+    @property
+    def base_lr(self) -> float:
+        """lr follows the unique images per step, so changing b needs no lr retune."""
+        return self.optim.lr * self.unique_per_step / 128
+
+
+SECTIONS: dict[str, type] = get_type_hints(TrainConfig)
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _coerce(where: str, value: Any, typ: Any) -> Any:
+    """Convert a YAML/CLI value to the field's type, or raise a ConfigError naming `where`."""
+    origin = get_origin(typ)
+    if origin is tuple:
+        (elem, _) = get_args(typ)
+        if isinstance(value, str):
+            value = [v for v in value.strip("[]()").split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(f"{where}[{i}]", v, elem) for i, v in enumerate(value))
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int | str | float):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return int(as_float)
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        try:
+            return float(value)  # accepts "inf" / YAML .inf for reweight_r
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if typ is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {typ!r} at {where}")
+
+
+def _check(where: str, value: Any, meta: Any) -> None:
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(
+            f"{where} must be one of {', '.join(meta['choices'])}; got {value!r}"
+        )
+    if "range" in meta:
+        low, high = meta["range"]
+        if isinstance(value, float) and math.isnan(value):
+            raise ConfigError(f"{where} must be a number, got nan")
+        if low is not None and value < low or high is not None and value > high:
+            bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ConfigError(f"{where} must be {bounds}; got {value!r}")
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any], source: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: section `{name}` must be a mapping, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = get_type_hints(cls)
+    prefix = f"{source}: " if source else ""
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(
+                f"{prefix}unknown key `{name}.{key}`; allowed keys in `{name}`: "
+                f"{', '.join(fields)}"
+            )
+        kwargs[key] = _coerce(f"{prefix}`{name}.{key}`", value, hints[key])
+        _check(f"{prefix}`{name}.{key}`", kwargs[key], fields[key].metadata)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, dict[str, Any]], extra: dict[str, Any], source: str) -> None:
+    for section, values in extra.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section `{section}`; allowed: preset, {', '.join(SECTIONS)}"
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section `{section}` must be a mapping")
+        base.setdefault(section, {}).update(values)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of sections")
+    return loaded
+
+
+def _preset_values(name: str) -> dict[str, Any]:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(list_presets())}")
+    values = _read_yaml(path)
+    values.pop("description", None)
+    return values
+
+
+def parse_override(item: str) -> tuple[str, str, Any]:
+    """`section.key=value` -> (section, key, YAML-parsed value)."""
+    if "=" not in item or "." not in item.split("=", 1)[0]:
+        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. optim.lr=0.05")
+    dotted, raw = item.split("=", 1)
+    section, key = dotted.split(".", 1)
+    return section, key, yaml.safe_load(raw) if raw else ""
+
+
+def resolve_config(
+    values: dict[str, Any] | None = None,
+    *,
+    preset: str | None = None,
+    overrides: list[str] | dict[str, Any] = (),
+    source: str = "",
+) -> TrainConfig:
+    """Preset, then `values` (sections), then overrides (`a.b=c` strings or a flat dict)."""
+    values = dict(values or {})
+    preset = values.pop("preset", preset)
+    merged: dict[str, dict[str, Any]] = {}
+    if preset:
+        _merge(merged, _preset_values(preset), f"preset {preset}")
+    _merge(merged, values, source or "config")
+    items = overrides.items() if isinstance(overrides, dict) else None
+    flat = [(*k.split(".", 1), v) for k, v in items] if items else map(parse_override, overrides)
+    for section, key, value in flat:
+        _merge(merged, {section: {key: value}}, "override")
+    built = {name: _build_section(name, cls, merged.get(name, {}), source) for name, cls in
+             SECTIONS.items()}
+    cfg = TrainConfig(**built)
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a config file (`preset:` plus sections) and apply `--set` overrides."""
+    if path is None:
+        return resolve_config(overrides=overrides)
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist; presets: {', '.join(list_presets())}")
+    return resolve_config(_read_yaml(path), overrides=overrides, source=str(path))
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Rules that tie keys together; each names the keys and the fix."""
+    o, m = cfg.optim, cfg.model
+    if o.batch_size % o.batch_repeat:
+        raise ConfigError(
+            f"`optim.batch_size` ({o.batch_size}) must be a multiple of `optim.batch_repeat` "
+            f"({o.batch_repeat}): a batch holds batch_size/batch_repeat unique images"
+        )
+    if list(o.milestones) != sorted(o.milestones):
+        raise ConfigError(f"`optim.milestones` must be increasing, got {list(o.milestones)}")
+    from mixmo_search.models import list_models  # models import config-free modules only
+
+    if m.name not in list_models():
+        raise ConfigError(f"unknown `model.name` {m.name!r}; choose one of: {', '.join(list_models())}")

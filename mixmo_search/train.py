@@ -1,0 +1,331 @@
+"""Train one MixMo configuration, top to bottom.
+
+    python -m mixmo_search.train --preset digits_quick
+    python -m mixmo_search.train --config my.yaml --set optim.epochs=10 --set mixing.p=0.7
+
+`train(cfg)` runs setup -> data -> model -> optimizer -> resume -> compile -> epochs (lr,
+steps, validation, checkpoint, `on_epoch`) -> final evaluation of the best validation epoch
+on val and test. It returns the metrics and writes them, the predictions and checkpoints
+under `cfg.run.out_dir`. Selection uses the validation split only; test only reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mixmo_search import checkpoint
+from mixmo_search.config import TrainConfig, list_presets, load_config, resolve_config
+from mixmo_search.data import Normalizer, augmented, epoch_indices, eval_batches
+from mixmo_search.datasets import load_dataset
+from mixmo_search.errors import ConfigError, exit_on_user_error
+from mixmo_search.metrics import evaluate
+from mixmo_search.mixing import loss_weights, make_mix, mix_inputs, p_at
+from mixmo_search.models import MixMoNet, create_model
+from mixmo_search.predictions import save_predictions
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int  # 1-based, completed epochs
+    metrics: dict[str, float]  # train/*, val/*, lr, p
+    checkpoint_dir: Path  # holds last.pt (resume) and best.pt after this epoch
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("`run.device` is cuda but no CUDA device is visible; use cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def lr_at(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up over `warmup_epochs`, then x gamma at each 1-based milestone epoch."""
+    o = cfg.optim
+    warmup_steps = o.warmup_epochs * steps_per_epoch
+    done = epoch * steps_per_epoch + step + 1
+    warm = min(1.0, done / warmup_steps) if warmup_steps > 0 else 1.0
+    decays = sum(epoch + 1 >= m for m in o.milestones)
+    return cfg.base_lr * warm * o.gamma**decays
+
+
+@torch.no_grad()
+def predict(model: MixMoNet, images: Tensor, normalize: Normalizer, batch_size: int) -> Tensor:
+    """(M, N, K) float32 member logits for un-augmented uint8 images (test-time sum mix)."""
+    model.eval()
+    device = images.device
+    with _autocast(device):
+        logits = [
+            model(normalize(chunk).contiguous(memory_format=torch.channels_last))
+            for chunk in eval_batches(images, batch_size)
+        ]
+    return torch.cat(logits, dim=1).float()
+
+
+def _autocast(device: torch.device):
+    # bf16 on CUDA only: this CPU class has no native bf16, where it would be slower
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    resume: bool = False,
+) -> dict[str, float]:
+    """Train `cfg` and return the best validation epoch's val and test metrics."""
+    # setup: device, threads, seeds, output folder
+    device = resolve_device(cfg.run.device)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    torch.manual_seed(cfg.run.seed)
+    host_gen = torch.Generator().manual_seed(cfg.run.seed)  # per-batch mixing choices
+    torch.backends.cudnn.benchmark = True
+    out_dir = Path(cfg.run.out_dir or time.strftime("runs/%Y%m%d-%H%M%S"))
+    last_path, best_path = out_dir / checkpoint.LAST, out_dir / checkpoint.BEST
+    if last_path.exists() and not resume:
+        raise ConfigError(
+            f"{out_dir} already holds a checkpoint; pass --resume to continue it or choose "
+            "another `run.out_dir`"
+        )
+
+    # data: the whole set as uint8 tensors on the device
+    ds = load_dataset(cfg.data).to(device)
+    normalize = Normalizer(ds.mean, ds.std, device)
+    n_members, batch = cfg.model.n_members, cfg.optim.batch_size
+    steps_per_epoch = len(ds.train) // cfg.unique_per_step
+    if cfg.run.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.run.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"`optim.batch_size`/`optim.batch_repeat` = {cfg.unique_per_step} unique images a "
+            f"step exceeds the {len(ds.train)} training images; lower optim.batch_size"
+        )
+
+    # model: M encoders -> mix -> shared core -> M heads
+    model = create_model(
+        cfg.model.name,
+        n_members=n_members,
+        num_classes=ds.num_classes,
+        in_channels=ds.in_channels,
+        stem_stride=cfg.model.stem_stride,
+    ).to(device, memory_format=torch.channels_last)
+    mask_size = (ds.image_size // model.encoder_stride,) * 2
+
+    # optimizer: the reference adds l2 * sum(theta^2) to the loss; its gradient 2 * l2 * theta
+    # is exactly SGD's weight_decay = 2 * l2, which costs nothing extra per step
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.base_lr,
+        momentum=cfg.optim.momentum,
+        nesterov=cfg.optim.nesterov,
+        weight_decay=2 * cfg.optim.l2,
+    )
+
+    # resume from last.pt, checking it was written for the same training
+    start_epoch, best_acc, best_epoch = 0, -1.0, 0
+    if resume and last_path.exists():
+        state = checkpoint.load(last_path, device)
+        _check_same_training(state["config"], cfg)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        checkpoint.set_rng_state(state["rng"], host_gen)
+        start_epoch, best_acc, best_epoch = state["epoch"], state["best_acc"], state["best_epoch"]
+
+    # compile the training forward (one fixed shape); evaluation stays eager
+    step_model = torch.compile(model) if cfg.run.compile else model
+
+    m, o = cfg.mixing, cfg.optim
+    started = time.perf_counter()
+    train_seconds = 0.0
+    for epoch in range(start_epoch, o.epochs):
+        p_t = p_at(epoch, o.epochs, m.p, m.p_decay_start)
+        indices = epoch_indices(
+            len(ds.train),
+            batch_size=batch,
+            batch_repeat=o.batch_repeat,
+            n_members=n_members,
+            input_repeat=o.input_repeat,
+            device=device,
+        )[:steps_per_epoch]  # (S, M, B)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct_sum = torch.zeros((), device=device)
+        epoch_start = time.perf_counter()
+        bar = _progress(indices, cfg, f"epoch {epoch + 1}/{o.epochs}")
+        for step, idx in enumerate(bar):
+            lr = lr_at(cfg, epoch, step, steps_per_epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x = augmented(ds.train.images, idx, normalize, **_aug(cfg))  # (M,B,C,H,W)
+            y = ds.train.labels[idx]  # (M,B)
+            mix = make_mix(
+                m.block,
+                n_members=n_members,
+                batch=batch,
+                size=mask_size,
+                alpha=m.alpha,
+                p=p_t,
+                host_gen=host_gen,
+                device=device,
+            )
+            lam = partner_y = None
+            if m.input_mix != "none":
+                partner_idx = torch.randint(0, len(ds.train), idx.shape, device=device)
+                partners = augmented(ds.train.images, partner_idx, normalize, **_aug(cfg))
+                x, lam, _ = mix_inputs(
+                    x, partners, mix.masks, kind=m.input_mix, prob=m.input_mix_prob,
+                    alpha=m.input_mix_alpha,
+                )
+                partner_y = ds.train.labels[partner_idx]
+            with _autocast(device):
+                logits = step_model(x, mix.masks)  # (M,B,K)
+            flat_logits = logits.float().flatten(0, 1)
+            ce = F.cross_entropy(flat_logits, y.flatten(), reduction="none").view_as(y)
+            if lam is not None:
+                ce_partner = F.cross_entropy(flat_logits, partner_y.flatten(), reduction="none")
+                ce = lam * ce + (1 - lam) * ce_partner.view_as(y)
+            loss = (loss_weights(mix.kappa, m.reweight_r) * ce).sum(0).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach()
+            correct_sum += (logits.detach().argmax(-1) == y).float().mean()
+            if cfg.run.progress and step % 25 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")  # host sync, 1/25
+        epoch_loss = loss_sum.item() / steps_per_epoch  # host sync: once an epoch
+        epoch_seconds = time.perf_counter() - epoch_start
+        train_seconds += epoch_seconds
+        metrics = {
+            "train/loss": epoch_loss,
+            "train/acc": correct_sum.item() / steps_per_epoch,
+            "train/slots_per_s": steps_per_epoch * batch / epoch_seconds,
+            "lr": lr,
+            "p": p_t,
+        }
+
+        # validation, best checkpoint, last checkpoint, callback
+        is_last = epoch + 1 == o.epochs
+        if (epoch + 1) % cfg.run.eval_every == 0 or is_last:
+            val_logits = predict(model, ds.val.images, normalize, cfg.run.eval_batch_size)
+            metrics.update(evaluate(val_logits, ds.val.labels, prefix="val"))
+            if metrics["val/acc"] > best_acc:
+                best_acc, best_epoch = metrics["val/acc"], epoch + 1
+                checkpoint.save(best_path, {"model": model.state_dict(), "epoch": best_epoch})
+        if cfg.run.checkpoint or is_last:
+            checkpoint.save(
+                last_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "rng": checkpoint.rng_state(host_gen),
+                    "epoch": epoch + 1,
+                    "best_acc": best_acc,
+                    "best_epoch": best_epoch,
+                    "config": cfg.to_dict(),
+                    "code_revision": checkpoint.code_revision(),
+                },
+            )
+        if cfg.run.progress:
+            shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("train/loss", "val/acc")
+                              if k in metrics)
+            print(f"epoch {epoch + 1}/{o.epochs}: {shown}", flush=True)
+        if on_epoch is not None:
+            on_epoch(EpochReport(epoch=epoch + 1, metrics=metrics, checkpoint_dir=out_dir))
+
+    # final: the best validation epoch, on val (fits the temperature) and test (reuses it)
+    model.load_state_dict(checkpoint.load(best_path, device)["model"])
+    results: dict[str, float] = {}
+    for split, temperature in (("val", None), ("test", "val")):
+        images, labels = getattr(ds, split).images, getattr(ds, split).labels
+        logits = predict(model, images, normalize, cfg.run.eval_batch_size)
+        t = results["val/temperature"] if temperature else None
+        results.update(evaluate(logits, labels, prefix=split, temperature=t))
+        save_predictions(out_dir / "predictions" / f"{split}.npz", logits, labels, split=split)
+    results.update(
+        {
+            "best_epoch": float(best_epoch),
+            "epochs": float(o.epochs),
+            "train/seconds": train_seconds,
+            "train/slots_per_s": steps_per_epoch * batch * (o.epochs - start_epoch)
+            / max(train_seconds, 1e-9),
+            "wall_seconds": time.perf_counter() - started,
+        }
+    )
+    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+    if cfg.run.progress:
+        print(f"metrics.json, predictions/ and checkpoints written to {out_dir}", flush=True)
+    return results
+
+
+def _aug(cfg: TrainConfig) -> dict[str, int | bool]:
+    return {"padding": cfg.data.crop_padding, "flip": cfg.data.flip}
+
+
+def _progress(indices: Tensor, cfg: TrainConfig, desc: str):
+    if not cfg.run.progress:
+        return indices
+    from tqdm.auto import tqdm
+
+    return tqdm(indices, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _check_same_training(saved: dict, cfg: TrainConfig) -> None:
+    """Refuse to resume a checkpoint written for a different training (run.* may differ)."""
+    current = cfg.to_dict()
+    diffs = [
+        f"{section}.{key}: {saved[section].get(key)!r} -> {value!r}"
+        for section, values in current.items()
+        if section != "run"
+        for key, value in values.items()
+        if _normal(saved.get(section, {}).get(key)) != _normal(value)
+    ]
+    if diffs:
+        raise ConfigError(
+            "the checkpoint in `run.out_dir` was written for another config ("
+            + "; ".join(diffs)
+            + "); resume with the same config or choose another run.out_dir"
+        )
+
+
+def _normal(value: object) -> object:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m mixmo_search.train", description="Train one MixMo configuration."
+    )
+    parser.add_argument("--config", help="YAML file: `preset: NAME` plus sections to change")
+    parser.add_argument("--preset", help=f"start from a preset: {', '.join(list_presets())}")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one key, e.g. --set optim.epochs=10 (repeatable)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue run.out_dir/last.pt")
+    args = parser.parse_args(argv)
+    if args.config and args.preset:
+        parser.error("give --config or --preset, not both")
+    if args.config:
+        cfg = load_config(args.config, args.overrides)
+    else:
+        cfg = resolve_config(preset=args.preset or "digits_quick", overrides=args.overrides)
+    results = train(cfg, resume=args.resume)
+    print(json.dumps(results, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Pins MixMo's mixing to the spec: clipped boxes, kappa, p schedule, reweighting, input MSDA."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mixmo_search.mixing import (
+    BINARY_BLOCKS,
+    box_masks,
+    loss_weights,
+    make_mix,
+    mix_inputs,
+    p_at,
+    sample_kappa,
+)
+
+CPU = torch.device("cpu")
+
+
+def _mix(block: str, *, n_members: int = 2, batch: int = 256, p: float = 1.0, alpha=2.0, seed=0):
+    torch.manual_seed(seed)
+    return make_mix(
+        block,
+        n_members=n_members,
+        batch=batch,
+        size=(32, 32),
+        alpha=alpha,
+        p=p,
+        host_gen=torch.Generator().manual_seed(seed),
+        device=CPU,
+    )
+
+
+def test_cut_mask_mean_area_with_alpha_2_is_about_0_31():
+    # spec step 5: clipping at the border makes the real mean area ~0.31, not 0.5
+    torch.manual_seed(0)
+    kappa = sample_kappa(2.0, 2, 20000, CPU)[0]
+    area = box_masks(kappa, 32, 32).mean(dim=(1, 2, 3))
+    assert abs(area.mean().item() - 0.31) < 0.01
+    assert abs(kappa.mean().item() - 0.5) < 0.01
+
+
+def test_box_rule_matches_reference_on_a_known_case():
+    # kappa = 0.25 on 32x32: sides floor(32 * 0.5) = 16, span centre -/+ 8, clipped
+    torch.manual_seed(0)
+    masks = box_masks(torch.full((4000,), 0.25), 32, 32)
+    per_sample = masks.mean(dim=(1, 2, 3))
+    assert per_sample.max().item() == pytest.approx(0.25)  # an unclipped 16x16 box
+    assert per_sample.min().item() >= 64 / 1024 - 1e-6  # a corner box keeps 8x8
+    rows = masks[:, 0].amax(dim=2)  # (N, h): rows touched by the box are contiguous
+    first = rows.argmax(dim=1)
+    count = rows.sum(dim=1).long()
+    assert all(rows[i, first[i] : first[i] + count[i]].all() for i in range(50))
+
+
+@pytest.mark.parametrize("block", BINARY_BLOCKS)
+@pytest.mark.parametrize("n_members", [2, 3])
+def test_binary_masks_partition_each_position(block, n_members):
+    mix = _mix(block, n_members=n_members, batch=64)
+    assert mix.binary and mix.masks.shape == (n_members, 64, 1, 32, 32)
+    torch.testing.assert_close(mix.masks.sum(0), torch.ones(64, 1, 32, 32))
+    # kappa is recomputed as the real mask mean
+    torch.testing.assert_close(mix.kappa, mix.masks.mean(dim=(2, 3, 4)))
+    # exactly one member holds a {0,1} region; the others share the rest linearly
+    holders = ((mix.masks == 0) | (mix.masks == 1)).all(dim=(1, 2, 3, 4))
+    assert holders.sum().item() >= 1
+
+
+def test_role_holder_is_drawn_per_batch():
+    holders = set()
+    for seed in range(20):
+        mix = _mix("cut", n_members=3, batch=8, seed=seed)
+        binary_member = ((mix.masks == 0) | (mix.masks == 1)).all(dim=(1, 2, 3, 4))
+        holders.add(int(binary_member.float().argmax()))
+    assert holders == {0, 1, 2}
+
+
+def test_binary_choice_follows_p():
+    gen = torch.Generator().manual_seed(0)
+    n_binary = sum(
+        make_mix("cut", n_members=2, batch=2, size=(8, 8), alpha=2.0, p=0.3, host_gen=gen,
+                 device=CPU).binary
+        for _ in range(2000)
+    )
+    assert abs(n_binary / 2000 - 0.3) < 0.04
+    assert not _mix("linear", p=1.0).binary
+    assert not _mix("sum", p=1.0).binary
+
+
+def test_linear_and_sum_masks():
+    mix = _mix("linear", n_members=3, batch=128)
+    torch.testing.assert_close(mix.masks.sum(0), torch.ones(128, 1, 32, 32))
+    assert mix.kappa.std().item() > 0.05  # Dirichlet(2,2,2) draws differ per sample
+    mimo = _mix("sum", n_members=2, batch=16)  # alpha ignored: exactly 1/M (MIMO)
+    torch.testing.assert_close(mimo.masks, torch.full((2, 16, 1, 32, 32), 0.5))
+    torch.testing.assert_close(_mix("linear", alpha=0.0).kappa, torch.full((2, 256), 0.5))
+
+
+def test_kappa_is_beta_for_two_and_dirichlet_beyond():
+    torch.manual_seed(0)
+    two = sample_kappa(2.0, 2, 50000, CPU)
+    torch.testing.assert_close(two.sum(0), torch.ones(50000))
+    assert two[0].var().item() == pytest.approx(1 / 20, rel=0.05)  # Beta(2,2): 1/(4*5)
+    three = sample_kappa(2.0, 3, 50000, CPU)
+    assert three.mean(1).tolist() == pytest.approx([1 / 3] * 3, abs=0.01)
+
+
+def test_reweighting_matches_the_formula():
+    kappa = torch.tensor([[0.8, 0.1], [0.2, 0.9]])  # (M=2, B=2)
+    for r in (1.0, 3.0):
+        w = loss_weights(kappa, r)
+        for b in range(2):
+            roots = [kappa[k, b].item() ** (1 / r) for k in range(2)]
+            expected = [2 * x / sum(roots) for x in roots]
+            assert w[:, b].tolist() == pytest.approx(expected)
+    assert loss_weights(kappa, 1.0)[:, 0].tolist() == pytest.approx([1.6, 0.4])  # prop. kappa
+    torch.testing.assert_close(loss_weights(kappa, math.inf), torch.ones(2, 2))
+    assert loss_weights(kappa, 3.0).sum(0).tolist() == pytest.approx([2.0, 2.0])
+
+
+def test_p_schedule():
+    epochs, p = 300, 0.5
+    values = [p_at(e, epochs, p) for e in range(epochs)]
+    start = epochs * 11 / 12
+    assert all(v == p for e, v in enumerate(values) if e / (epochs - 1) <= 11 / 12)
+    assert values[-1] == 0.0
+    tail = values[int(start) + 1 :]
+    assert all(a > b for a, b in zip(tail, tail[1:], strict=False))  # strictly decreasing
+    mid = (epochs - 1) * (1 - 1 / 24)  # halfway through the decay
+    assert p_at(round(mid), epochs, p) == pytest.approx(p / 2, abs=0.01)
+    assert p_at(0, 1, p) == p
+
+
+def test_input_cutmix_labels_use_the_visible_fraction():
+    torch.manual_seed(0)
+    n_members, batch = 2, 512
+    images = torch.zeros(n_members, batch, 1, 32, 32)
+    partners = torch.ones(n_members, batch, 1, 32, 32)
+    mix = _mix("cut", n_members=n_members, batch=batch)
+    mixed, lam, use = mix_inputs(
+        images, partners, mix.masks, kind="cutmix", prob=0.5, alpha=1.0
+    )
+    assert abs(use.float().mean().item() - 0.5) < 0.05
+    assert (lam >= 0.5).all() and (lam[~use] == 1).all()
+    # own image is 0, partner is 1: own share of what the member keeps == lam
+    kept = mix.masks
+    own_visible = ((1 - mixed) * kept).sum((2, 3, 4)) / kept.sum((2, 3, 4)).clamp(min=1e-8)
+    has_region = kept.sum((2, 3, 4)) > 0
+    torch.testing.assert_close(own_visible[has_region], lam[has_region], atol=1e-5, rtol=0)
+
+
+def test_input_mixup_is_a_uniform_blend():
+    torch.manual_seed(0)
+    images, partners = torch.zeros(2, 64, 3, 8, 8), torch.ones(2, 64, 3, 8, 8)
+    mix = _mix("linear", batch=64)
+    mixed, lam, use = mix_inputs(images, partners, mix.masks[..., :8, :8], kind="mixup",
+                                 prob=1.0, alpha=1.0)
+    assert use.all()
+    torch.testing.assert_close(1 - mixed.mean((2, 3, 4)), lam)
