@@ -279,7 +279,8 @@ def _progress(indices: Tensor, cfg: TrainConfig, desc: str):
         return indices
     from tqdm.auto import tqdm
 
-    return tqdm(indices, desc=desc, leave=False, dynamic_ncols=True)
+    # disable=None: a bar on a terminal, nothing in logs (the per-epoch line remains)
+    return tqdm(indices, desc=desc, leave=False, dynamic_ncols=True, disable=None)
 
 
 def _check_same_training(saved: dict, cfg: TrainConfig) -> None:

@@ -17,20 +17,21 @@ Schema (every key but `base`, `params`, `objective` and `budget` is optional)::
       - {metric: val/acc, mode: max}
     guard: {metric: val/acc, mode: max}   # the one metric asha stops on
     sampler: {type: tpe, seed: 0}  # tpe | random | cmaes | gp | nsga2 | grid, + options
-    scheduler: {type: asha, grace_period: 1, reduction_factor: 4}   # fifo | asha
+    scheduler: {type: asha, grace_period: 1, reduction_factor: 4}   # fifo | asha (+ max_t)
     budget: {trials: 20, time: 2h} # trials and/or wall time (seconds, or 30s / 45m / 2h / 1d)
-    resources: {gpus: 1, cpus: 4}  # per trial; gpus may be fractional (0.5)
+    resources: {gpus: 1, cpus: 4}  # per trial; gpus may be a fraction (0.5) to share a GPU
 
-Conditions: `when: {key: [values]}` samples a param only when every listed key takes one of
-the values; otherwise the base config's value stays. A condition's key is a searched
+Conditions: `when: {key: [values]}` draws a param only when every listed key takes one of
+its values; otherwise the base config's value stays. A condition's key is a searched
 categorical, int or fixed param, or a base-config key. Metrics are `val/...` or `train/...`:
 the test split only reports (spec §Metrics), so no search may select on it.
 
 Defaults: sampler `{type: tpe, seed: 0}`, scheduler `{type: fifo}`, resources
 `{gpus: 0, cpus: 1}`; asha's `max_t` is the base `optim.epochs` (or the largest searched
 value) and its `guard` is the objective when there is only one; a grid search's `trials`
-defaults to the grid's size. Every mistake raises `SpaceError` naming the file, line, key,
-what is allowed and the fix, before anything runs.
+defaults to the grid's size. Each param's bounds or choices are applied to the base config
+at load time, so config rules (ranges, batch_size % batch_repeat) fail before anything runs.
+Every mistake raises `SpaceError` naming the file, line, key, what is allowed and the fix.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ TOP_KEYS = (
     "name", "description", "base", "params", "objective", "guard", "sampler", "scheduler",
     "budget", "resources",
 )  # fmt: skip
+REQUIRED_KEYS = ("base", "params", "objective", "budget")
 # type -> (required fields, optional fields); `type` itself is implied
 PARAM_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "uniform": (("low", "high"), ("when",)),
@@ -95,7 +97,7 @@ SAMPLER_OPTIONS: dict[str, dict[str, type]] = {
 SAMPLER_PACKAGES: dict[str, tuple[str, ...]] = {"cmaes": ("cmaes",), "gp": ("scipy", "torch")}
 SCHEDULER_OPTIONS: dict[str, dict[str, type]] = {
     "fifo": {},
-    "asha": {"grace_period": int, "reduction_factor": float, "max_t": int, "brackets": int},
+    "asha": {"grace_period": int, "reduction_factor": float, "max_t": int},
 }
 CONDITION_TYPES = ("categorical", "int", "fixed")
 METRIC_PATTERN = re.compile(r"(train|val)/[A-Za-z0-9_.]+")
@@ -133,18 +135,14 @@ class Param:
         raise ValueError(f"`{self.key}` is {self.type}: it has no finite grid")
 
     def admits(self, value: Any) -> bool:
-        if self.type == "int":
-            numeric = isinstance(value, int | float) and not isinstance(value, bool)
-            return (
-                numeric and self.low <= value <= self.high and (value - self.low) % self.step == 0
-            )
-        return value in self.extremes()
+        if self.type != "int":
+            return value in self.extremes()
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return number and self.low <= value <= self.high and (value - self.low) % self.step == 0
 
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.type in ("uniform", "loguniform"):
-            return trial.suggest_float(
-                self.key, self.low, self.high, log=self.type == "loguniform"
-            )
+            return trial.suggest_float(self.key, self.low, self.high, log=self.type != "uniform")
         if self.type == "int":
             return trial.suggest_int(self.key, self.low, self.high, step=self.step, log=self.log)
         if self.type == "categorical":
@@ -169,9 +167,8 @@ class SamplerSpec:
 class SchedulerSpec:
     type: str = "fifo"
     grace_period: int = 1  # epochs before asha may stop a trial
-    reduction_factor: float = 4  # Ray's default: keep the top 1/4 at each rung
+    reduction_factor: float = 4  # Ray's default: a rung promotes the top 1/4
     max_t: int = 1  # epochs of the longest trial
-    brackets: int = 1
 
 
 @dataclass(frozen=True)
@@ -231,153 +228,121 @@ class SearchSpace:
         return resolve_config(preset=self.preset, overrides={**self.overrides, **overrides})
 
 
-class _Where:
-    """Turns a key path into `file:line: \\`a.b\\``, the prefix of every SpaceError."""
+Where = Callable[..., str]  # key path -> "file:line: `a.b`", the prefix of every SpaceError
 
-    def __init__(self, path: Path, lines: dict[tuple[Any, ...], int]) -> None:
-        self.path, self.lines = path, lines
 
-    def __call__(self, *keys: Any) -> str:
+def _locator(path: Path, lines: dict[tuple[Any, ...], int]) -> Where:
+    def where(*keys: Any) -> str:
         dotted = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
         for n in range(len(keys), 0, -1):
-            if keys[:n] in self.lines:  # the key itself, else the closest enclosing one
-                return f"{self.path}:{self.lines[keys[:n]]}: `{dotted}`"
-        return f"{self.path}: `{dotted}`"
+            if keys[:n] in lines:  # the key itself, else the closest enclosing one
+                return f"{path}:{lines[keys[:n]]}: `{dotted}`"
+        return f"{path}: `{dotted}`"
+
+    return where
 
 
-def _plain_where(*keys: Any) -> str:
-    return "`" + ".".join(str(k) for k in keys) + "`"
+def _plain(*keys: Any) -> str:
+    return "`" + ".".join(map(str, keys)) + "`"
 
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space file; raises SpaceError naming the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise SpaceError(
-            f"search-space file {path} does not exist; the shipped ones are in search_spaces/"
-        )
+        raise SpaceError(f"search-space file {path} does not exist; see search_spaces/")
     text = path.read_text()
     try:
         lines = _key_lines(path, yaml.compose(text, Loader=yaml.SafeLoader))
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
+        mark, opened = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
+        at = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or err
-        raise SpaceError(
-            f"{path}{line}: not valid YAML ({problem}); fix the syntax at "
-            "that line (indentation, a missing `:` or an unclosed bracket)"
-        ) from None
+        # PyYAML marks the token after the mistake; an unclosed bracket shows where it opened
+        context = f" {err.context} at line {opened.line + 1}" if opened else ""
+        raise SpaceError(f"{at}: not valid YAML ({problem}{context}); fix the syntax") from None
     if not isinstance(raw, dict):
-        raise SpaceError(
-            f"{path}: a search space must be a mapping with at least base, params, "
-            f"objective and budget; got {type(raw).__name__}"
-        )
-    where = _Where(path, lines)
-    _check_fields(raw, TOP_KEYS, where, ())
-    for key in ("base", "params", "objective", "budget"):
+        raise SpaceError(f"{path}: must be a mapping with {', '.join(REQUIRED_KEYS)}; got {raw!r}")
+    where = _locator(path, lines)
+    _check_fields(raw, TOP_KEYS, where)
+    for key in REQUIRED_KEYS:
         if key not in raw:
             raise SpaceError(f"{path}: missing top-level key `{key}`; see search_spaces/README.md")
-
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SpaceError(
-            f"{where('name')} must be letters, digits, `_`, `.` or `-` (it names "
-            f"the MLflow experiment and Ray folder); got {name!r}"
+            f"{where('name')}: use letters, digits, `_`, `.`, `-` (it names the "
+            f"MLflow experiment and the Ray folder); got {name!r}"
         )
-    preset, overrides, base = _parse_base(raw["base"], where)
-    base_values = base.flat()
+
+    preset, overrides, base_values = _parse_base(raw["base"], where)
     params = _parse_params(raw["params"], base_values, where)
     _check_extremes(params, preset, overrides, where)
-
     objectives = _parse_objectives(raw["objective"], where)
     sampler = _parse_sampler(raw.get("sampler", {}), where)
     check_sampler(sampler, len(objectives), params, where=where)
     scheduler = _parse_scheduler(raw.get("scheduler", {}), base_values, params, where)
     guard = _parse_guard(raw.get("guard"), objectives, scheduler, where)
-    budget = _parse_budget(raw["budget"], sampler, params, where)
-    resources = _parse_resources(raw.get("resources", {}), base_values, where)
     return SearchSpace(
         path=path, name=name, description=str(raw.get("description", "")), preset=preset,
         overrides=overrides, base_values=base_values, params=params, objectives=objectives,
-        guard=guard, sampler=sampler, scheduler=scheduler, budget=budget, resources=resources,
+        guard=guard, sampler=sampler, scheduler=scheduler,
+        budget=_parse_budget(raw["budget"], sampler, params, where),
+        resources=_parse_resources(raw.get("resources", {}), base_values, where),
     )  # fmt: skip
 
 
 def check_sampler(
-    spec: SamplerSpec,
-    n_objectives: int,
-    params: Sequence[Param],
-    *,
-    where: Callable[..., str] = _plain_where,
+    spec: SamplerSpec, n_objectives: int, params: Sequence[Param], *, where: Where = _plain
 ) -> None:
-    """Rules tying a sampler to the objectives and params; warns where it runs poorly."""
-    _choice(spec.type, list(SAMPLER_OPTIONS), where("sampler", "type"), "sampler")
+    """Rules tying a sampler to the objectives and params; warns where it would run poorly."""
+    at = where("sampler", "type")
+    _choice(spec.type, list(SAMPLER_OPTIONS), at, "sampler")
     allowed = SAMPLER_OPTIONS[spec.type]
+    _check_fields(spec.options, [*allowed, "type", "seed"], where, "sampler")
     for option, value in spec.options.items():
-        if option not in allowed:
-            raise SpaceError(
-                _unknown(
-                    where("sampler", option),
-                    option,
-                    list(allowed),
-                    f"options of sampler {spec.type} (besides type, seed)",
-                )
-            )
         _typed(value, allowed[option], where("sampler", option))
     missing = [p for p in SAMPLER_PACKAGES.get(spec.type, ()) if not importlib.util.find_spec(p)]
     if missing:
         raise SpaceError(
-            f"{where('sampler', 'type')}: sampler {spec.type} needs "
-            f"{', '.join(missing)}, which is not installed; run "
+            f"{at}: sampler {spec.type} needs {', '.join(missing)}; run "
             f"`pip install {' '.join(missing)}` or choose tpe"
         )
-    searched = [p for p in params if p.type != "fixed"]
     if spec.type == "cmaes" and n_objectives > 1:
         raise SpaceError(
-            f"{where('sampler', 'type')}: cmaes optimises one objective, this space "
-            f"has {n_objectives}; use nsga2, tpe or gp, or keep one objective"
+            f"{at}: cmaes optimises one objective, this space has {n_objectives}; "
+            "use nsga2, tpe or gp, or keep one objective"
         )
     if spec.type == "tpe" and spec.options.get("group") and not spec.options.get("multivariate"):
         raise SpaceError(
             f"{where('sampler', 'group')}: tpe's `group: true` needs "
             "`multivariate: true`; add it or drop `group`"
         )
-    if spec.type == "grid":
-        for p in searched:
-            if p.type in ("uniform", "loguniform"):
-                raise SpaceError(
-                    f"{where('params', p.key, 'type')}: the grid sampler needs a "
-                    f"finite set of values, `{p.key}` is {p.type}; make it "
-                    "categorical (list the values) or int, or use tpe/random"
-                )
-            if p.when:
-                raise SpaceError(
-                    f"{where('params', p.key, 'when')}: the grid sampler runs every "
-                    f"combination, so conditional `{p.key}` would repeat identical "
-                    "trials; drop the `when` or use tpe/random"
-                )
+    searched = [p for p in params if p.type != "fixed"]
+    for p in searched if spec.type == "grid" else ():
+        if p.type in ("uniform", "loguniform"):
+            raise SpaceError(
+                f"{where('params', p.key, 'type')}: the grid sampler needs finite "
+                f"values, not {p.type}; list them as categorical, make it int, or "
+                "use tpe/random"
+            )
+        if p.when:
+            raise SpaceError(
+                f"{where('params', p.key, 'when')}: the grid sampler runs every "
+                "combination, so a conditional param repeats identical trials; "
+                "drop the `when` or use tpe/random"
+            )
     if spec.type == "cmaes" and any(p.type == "categorical" for p in searched):
-        warnings.warn(
-            f"{where('sampler', 'type')}: cmaes draws categorical params at random; "
-            "tpe or gp model them",
-            SpaceWarning,
-            stacklevel=2,
-        )
+        _warn(f"{at}: cmaes draws categorical params at random; tpe or gp model them")
     if spec.type in ("cmaes", "gp") and any(p.when for p in searched):
-        warnings.warn(
-            f"{where('sampler', 'type')}: {spec.type} draws conditional params at "
-            "random; tpe models them",
-            SpaceWarning,
-            stacklevel=2,
-        )
+        _warn(f"{at}: {spec.type} draws conditional params at random; tpe models them")
     if spec.type == "nsga2" and n_objectives == 1:
-        warnings.warn(
-            f"{where('sampler', 'type')}: nsga2 with one objective is a plain genetic "
-            "algorithm; tpe usually needs fewer trials",
-            SpaceWarning,
-            stacklevel=2,
-        )
+        _warn(f"{at}: nsga2 on one objective is a plain genetic algorithm; tpe needs fewer trials")
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, SpaceWarning, stacklevel=3)
 
 
 def _key_lines(path: Path, node: yaml.Node | None) -> dict[tuple[Any, ...], int]:
@@ -387,13 +352,13 @@ def _key_lines(path: Path, node: yaml.Node | None) -> dict[tuple[Any, ...], int]
     def walk(node: yaml.Node, prefix: tuple[Any, ...]) -> None:
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
-                keys = (*prefix, key_node.value)
+                keys, line = (*prefix, key_node.value), key_node.start_mark.line + 1
                 if keys in lines:
                     raise SpaceError(
-                        f"{path}:{key_node.start_mark.line + 1}: `{key_node.value}` appears "
+                        f"{path}:{line}: `{'.'.join(map(str, keys))}` appears "
                         f"twice (first at line {lines[keys]}); keep one"
                     )
-                lines[keys] = key_node.start_mark.line + 1
+                lines[keys] = line
                 walk(value_node, keys)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
@@ -405,12 +370,6 @@ def _key_lines(path: Path, node: yaml.Node | None) -> dict[tuple[Any, ...], int]
     return lines
 
 
-def _unknown(where: str, key: Any, allowed: Sequence[str], what: str) -> str:
-    return (
-        f"{where}: unknown key {key!r}; {_did_you_mean(key, allowed)}{what}: {', '.join(allowed)}"
-    )
-
-
 def _did_you_mean(value: Any, allowed: Sequence[str]) -> str:
     close = difflib.get_close_matches(str(value), list(allowed), n=3)
     return f"did you mean {' or '.join(f'`{c}`' for c in close)}? " if close else ""
@@ -420,37 +379,41 @@ def _choice(value: Any, allowed: Sequence[str], where: str, what: str) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise SpaceError(
             f"{where}: unknown {what} {value!r}; {_did_you_mean(value, allowed)}"
-            f"choose one of: {', '.join(allowed) or '(none)'}"
+            f"choose one of: {', '.join(allowed) or '(none yet)'}"
         )
     return value
 
 
-def _check_fields(
-    mapping: Mapping[str, Any], allowed: Sequence[str], where: _Where, keys: tuple[Any, ...]
-) -> None:
+def _check_fields(mapping: Mapping[Any, Any], allowed: Sequence[str], where: Where, *keys: Any):
     for key in mapping:
         if key not in allowed:
-            what = f"allowed in `{'.'.join(map(str, keys))}`" if keys else "allowed top-level keys"
-            raise SpaceError(_unknown(where(*keys, key), key, allowed, what))
+            inside = f"in `{'.'.join(map(str, keys))}`" if keys else "at the top level"
+            raise SpaceError(
+                f"{where(*keys, key)}: unknown key {key!r}; "
+                f"{_did_you_mean(key, allowed)}allowed {inside}: "
+                f"{', '.join(allowed)}"
+            )
 
 
-def _mapping(value: Any, where: str, example: str) -> dict[str, Any]:
+def _mapping(value: Any, where: str, example: str) -> dict[Any, Any]:
     if not isinstance(value, dict):
-        raise SpaceError(f"{where} must be a mapping, e.g. {example}; got {value!r}")
+        raise SpaceError(f"{where}: must be a mapping such as {example}; got {value!r}")
     return value
 
 
-def _typed(value: Any, typ: type, where: str) -> Any:
-    """`value` if it is a `typ` (ints count as floats, bools as neither), else SpaceError."""
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    if typ is float and numeric and not math.isnan(value):
-        return float(value)
-    if typ is int and numeric and float(value).is_integer():
-        return int(value)
-    if typ in (bool, str) and isinstance(value, typ):
-        return value
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    raise SpaceError(f"{where} must be {names[typ]}; got {value!r}")
+def _typed(value: Any, typ: type, where: str, *, low: float | None = None) -> Any:
+    """`value` as a `typ` that is >= low (ints count as floats, bools as neither)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if typ is float and number and not math.isnan(value):
+        value = float(value)
+    elif typ is int and number and float(value).is_integer():
+        value = int(value)
+    elif typ not in (bool, str) or not isinstance(value, typ):
+        names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+        raise SpaceError(f"{where}: must be {names[typ]}; got {value!r}")
+    if low is not None and value < low:
+        raise SpaceError(f"{where}: must be >= {low}; got {value:g}")
+    return value
 
 
 def _config_key(key: Any, where: str) -> str:
@@ -458,30 +421,27 @@ def _config_key(key: Any, where: str) -> str:
     keys = list(TrainConfig().flat())
     if key in keys:
         return key
-    section = str(key).split(".", 1)[0]
-    siblings = [k for k in keys if k.startswith(f"{section}.")]
-    listing = f"keys in `{section}`" if siblings else "sections"
-    allowed = siblings or list(SECTIONS)
+    section, _, name = str(key).rpartition(".")
+    siblings = [k.split(".", 1)[1] for k in keys if k.startswith(f"{section}.")]
+    if not siblings:
+        raise SpaceError(
+            f"{where}: {key!r} is not a training-config key; {_did_you_mean(key, keys)}"
+            f"keys are section.name with sections: {', '.join(SECTIONS)}"
+        )
+    close = [f"{section}.{c}" for c in difflib.get_close_matches(name, siblings, n=3)]
     raise SpaceError(
-        f"{where}: {key!r} is not a training-config key; "
-        f"{_did_you_mean(key, keys)}{listing}: {', '.join(allowed)}"
+        f"{where}: {key!r} is not a training-config key; {_did_you_mean(key, close)}"
+        f"keys in `{section}`: {', '.join(siblings)}"
     )
 
 
-def _field_type(key: str) -> type:
-    section, name = key.split(".", 1)
-    return get_type_hints(SECTIONS[section])[name]
-
-
-def _parse_base(raw: Any, where: _Where) -> tuple[str | None, dict[str, Any], TrainConfig]:
+def _parse_base(raw: Any, where: Where) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
     base = _mapping(raw, where("base"), "{preset: cifar100_cut_mixmo}")
-    _check_fields(base, ("preset", "overrides"), where, ("base",))
+    _check_fields(base, ("preset", "overrides"), where, "base")
     preset = base.get("preset")
     if preset is not None:
         _choice(preset, list_presets(), where("base", "preset"), "preset")
-    overrides = _mapping(
-        base.get("overrides", {}), where("base", "overrides"), "{optim.epochs: 300}"
-    )
+    overrides = _mapping(base.get("overrides", {}), where("base", "overrides"), "{optim.lr: 0.1}")
     for key in overrides:
         _config_key(key, where("base", "overrides", key))
     try:
@@ -491,14 +451,14 @@ def _parse_base(raw: Any, where: _Where) -> tuple[str | None, dict[str, Any], Tr
             f"{where('base')}: the base config is invalid: {err}; fix "
             "`base.overrides` or choose another preset"
         ) from None
-    return preset, dict(overrides), config
+    return preset, dict(overrides), config.flat()
 
 
-def _parse_params(raw: Any, base_values: dict[str, Any], where: _Where) -> tuple[Param, ...]:
+def _parse_params(raw: Any, base_values: dict[str, Any], where: Where) -> tuple[Param, ...]:
     specs = _mapping(raw, where("params"), "{optim.lr: {type: loguniform, low: 0.05, high: 0.2}}")
     if not specs:
         raise SpaceError(
-            f"{where('params')}: nothing to search; add at least one param, e.g. "
+            f"{where('params')}: nothing to search; add a param such as "
             "`optim.lr: {type: loguniform, low: 0.05, high: 0.2}`"
         )
     params = {key: _parse_param(key, spec, where) for key, spec in specs.items()}
@@ -507,26 +467,25 @@ def _parse_params(raw: Any, base_values: dict[str, Any], where: _Where) -> tuple
     return _dependency_order(params, where)
 
 
-def _parse_param(key: Any, raw: Any, where: _Where) -> Param:
+def _parse_param(key: Any, raw: Any, where: Where) -> Param:
     _config_key(key, where("params", key))
     spec = _mapping(raw, where("params", key), "{type: uniform, low: 0.0, high: 1.0}")
-    kind = _choice(
-        spec.get("type"), list(PARAM_FIELDS), where("params", key, "type"), "param type"
-    )
+    kind = _choice(spec.get("type"), list(PARAM_FIELDS), where("params", key, "type"), "type")
     required, optional = PARAM_FIELDS[kind]
-    _check_fields(spec, ("type", *required, *optional), where, ("params", key))
+    _check_fields(spec, ("type", *required, *optional), where, "params", key)
     for name in required:
         if name not in spec:
             raise SpaceError(f"{where('params', key)}: a {kind} param needs `{name}`; add it")
     when = _parse_when(spec.get("when", {}), key, where)
-    field_type = _field_type(key)
-    if kind in ("categorical", "fixed"):
-        return _parse_finite(key, kind, spec, when, where)
-    allowed = (float,) if kind != "int" else (int, float)
-    if field_type not in allowed:
+    if kind == "fixed":
+        return Param(key, kind, value=spec["value"], when=when)
+    if kind == "categorical":
+        return Param(key, kind, choices=_parse_choices(spec["choices"], key, where), when=when)
+    holds = get_type_hints(SECTIONS[key.split(".")[0]])[key.split(".")[1]]
+    if holds not in ((float,) if kind != "int" else (int, float)):
         raise SpaceError(
-            f"{where('params', key, 'type')}: `{key}` holds {field_type.__name__} "
-            f"values, which a {kind} param cannot draw; use categorical or fixed"
+            f"{where('params', key, 'type')}: `{key}` holds {holds.__name__} "
+            f"values, which {kind} cannot draw; use categorical"
         )
     number = int if kind == "int" else float
     low = _typed(spec["low"], number, where("params", key, "low"))
@@ -534,254 +493,225 @@ def _parse_param(key: Any, raw: Any, where: _Where) -> Param:
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise SpaceError(
             f"{where('params', key)}: needs finite low < high; got low={low}, "
-            f"high={high}; swap them, or use `type: fixed` for a single value"
+            f"high={high}; swap them, or use `type: fixed` for one value"
         )
     if kind == "loguniform" and low <= 0:
         raise SpaceError(
-            f"{where('params', key, 'low')}: a loguniform param needs low > 0, got "
-            f"{low}; raise it or use `type: uniform`"
+            f"{where('params', key, 'low')}: loguniform needs low > 0; got {low}; "
+            "raise it or use `type: uniform`"
         )
     if kind != "int":
         return Param(key, kind, low, high, when=when)
-    step = _typed(spec.get("step", 1), int, where("params", key, "step"))
+    step = _typed(spec.get("step", 1), int, where("params", key, "step"), low=1)
     log = _typed(spec.get("log", False), bool, where("params", key, "log"))
-    if step < 1 or (high - low) % step:
+    if (high - low) % step:
         raise SpaceError(
-            f"{where('params', key, 'step')}: step must be >= 1 and divide "
-            f"high - low ({high - low}); got {step}"
+            f"{where('params', key, 'step')}: step {step} must divide "
+            f"high - low = {high - low}; change `step` or `high`"
         )
     if log and (low < 1 or step != 1):
         raise SpaceError(
-            f"{where('params', key, 'log')}: a log int param needs low >= 1 and "
-            f"step 1; got low={low}, step={step}"
+            f"{where('params', key, 'log')}: a log int needs low >= 1 and step 1; "
+            f"got low={low}, step={step}"
         )
     return Param(key, kind, low, high, step=step, log=log, when=when)
 
 
-def _parse_finite(
-    key: str, kind: str, spec: dict[str, Any], when: dict[str, tuple[Any, ...]], where: _Where
-) -> Param:
-    if kind == "fixed":
-        return Param(key, kind, value=spec["value"], when=when)
-    choices = spec["choices"]
+def _parse_choices(choices: Any, key: str, where: Where) -> tuple[Any, ...]:
     at = where("params", key, "choices")
     if not isinstance(choices, list) or len(choices) < 2:
         raise SpaceError(
-            f"{at}: needs a list of at least two values, got {choices!r}; for one "
+            f"{at}: needs a list of two or more values; got {choices!r}; for one "
             "value write `{type: fixed, value: ...}`"
         )
     for choice in choices:
         if not isinstance(choice, str | int | float | bool):
             raise SpaceError(
-                f"{at}: choices must be numbers, strings or booleans (Optuna "
-                f"stores them); got {choice!r}"
+                f"{at}: choices are numbers, strings or booleans (what Optuna "
+                f"stores); got {choice!r}"
             )
     if len(set(choices)) < len(choices):
-        raise SpaceError(f"{at}: lists a value twice ({choices}); remove the repeat")
-    return Param(key, kind, choices=tuple(choices), when=when)
+        raise SpaceError(f"{at}: lists a value twice in {choices}; remove the repeat")
+    return tuple(choices)
 
 
-def _parse_when(raw: Any, key: str, where: _Where) -> dict[str, tuple[Any, ...]]:
-    at = where("params", key, "when")
-    when = _mapping(raw, at, "{mixing.block: [cut, cow]}")
+def _parse_when(raw: Any, key: str, where: Where) -> dict[str, tuple[Any, ...]]:
+    when = _mapping(raw, where("params", key, "when"), "{mixing.block: [cut, cow]}")
     for cond_key, allowed in when.items():
-        _config_key(cond_key, where("params", key, "when", cond_key))
+        at = where("params", key, "when", cond_key)
+        _config_key(cond_key, at)
         if cond_key == key:
-            raise SpaceError(f"{at}: `{key}` cannot depend on itself; remove `{cond_key}`")
+            raise SpaceError(f"{at}: a param cannot depend on itself; remove `{cond_key}`")
         if not isinstance(allowed, list) or not allowed:
-            raise SpaceError(
-                f"{where('params', key, 'when', cond_key)}: needs a non-empty list "
-                f"of values, e.g. [{allowed!r}]; got {allowed!r}"
-            )
+            raise SpaceError(f"{at}: needs a list of values, e.g. [{allowed}]; got {allowed!r}")
     return {k: tuple(v) for k, v in when.items()}
 
 
 def _check_condition(
-    param: Param, params: dict[str, Param], base_values: dict[str, Any], where: _Where
+    param: Param, params: dict[str, Param], base_values: dict[str, Any], where: Where
 ) -> None:
     for cond_key, allowed in param.when.items():
         at = where("params", param.key, "when", cond_key)
-        if cond_key not in params:
-            if base_values[cond_key] not in allowed:
-                raise SpaceError(
-                    f"{at}: never holds: `{cond_key}` is not searched and the base "
-                    f"config sets it to {base_values[cond_key]!r}, not one of "
-                    f"{list(allowed)}; search `{cond_key}` or drop the condition"
-                )
-            continue
-        parent = params[cond_key]
-        if parent.type not in CONDITION_TYPES:
+        parent = params.get(cond_key)
+        if parent is None and base_values[cond_key] not in allowed:
             raise SpaceError(
-                f"{at}: conditions test exact values, so `{cond_key}` must be "
-                f"{', '.join(CONDITION_TYPES)}, not {parent.type}; make it "
+                f"{at}: never holds: `{cond_key}` is not searched and the base "
+                f"config sets it to {base_values[cond_key]!r}, not one of "
+                f"{list(allowed)}; search it or drop the condition"
+            )
+        if parent is not None and parent.type not in CONDITION_TYPES:
+            raise SpaceError(
+                f"{at}: a condition tests exact values, so `{cond_key}` must be "
+                f"{' or '.join(CONDITION_TYPES)}, not {parent.type}; make it "
                 "categorical or condition on another key"
             )
-        for value in allowed:
+        for value in allowed if parent is not None else ():
             if not parent.admits(value):
                 raise SpaceError(
-                    f"{at}: `{cond_key}` never takes {value!r}; its values: "
+                    f"{at}: `{cond_key}` never takes {value!r}; its values are "
                     f"{parent.grid_values()}; fix the list"
                 )
 
 
-def _dependency_order(params: dict[str, Param], where: _Where) -> tuple[Param, ...]:
-    """Params with each condition's searched key first (file order otherwise)."""
+def _dependency_order(params: dict[str, Param], where: Where) -> tuple[Param, ...]:
+    """Each condition's searched key before the params it gates, file order otherwise."""
     ordered: list[Param] = []
     pending = dict(params)
     while pending:
-        ready = [p for p in pending.values() if not set(p.when) & set(pending)]
-        if not ready:
-            cycle = ", ".join(f"`{k}`" for k in pending)
-            first = next(iter(pending))
+        ready = next((p for p in pending.values() if not set(p.when) & set(pending)), None)
+        if ready is None:  # every pending param waits on another: follow them to the loop
+            path = [next(iter(pending))]
+            while path.count(path[-1]) < 2:
+                path.append(next(k for k in pending[path[-1]].when if k in pending))
+            loop = path[path.index(path[-1]) :]
             raise SpaceError(
-                f"{where('params', first, 'when')}: the conditions of {cycle} "
-                "depend on each other in a loop; remove one `when`"
+                f"{where('params', loop[0], 'when')}: conditions form a loop "
+                f"({' -> '.join(loop)}); remove one of these `when`s"
             )
-        for param in ready:
-            ordered.append(pending.pop(param.key))
+        ordered.append(pending.pop(ready.key))
     return tuple(ordered)
 
 
 def _check_extremes(
-    params: Sequence[Param], preset: str | None, overrides: dict[str, Any], where: _Where
+    params: Sequence[Param], preset: str | None, overrides: dict[str, Any], where: Where
 ) -> None:
     """Resolve the config at each param's bounds, so config rules fail now, not mid-search."""
     fixed = {p.key: p.value for p in params if p.type == "fixed" and not p.when}
-    searched = {p.key: p for p in params}
+    searched = {p.key for p in params}
     fixes = {"categorical": "remove it from `choices`", "fixed": "change `value`"}
     for param in params:
-        # a conditional param is only set when its condition holds, so check it there
+        # a conditional param is only set where its condition holds, so check it there
         context = {k: v[0] for k, v in param.when.items() if k in searched}
         for value in param.extremes():
+            flat = {**overrides, **fixed, **context, param.key: value}
             try:
-                resolve_config(
-                    preset=preset, overrides={**overrides, **fixed, **context, param.key: value}
-                )
+                resolve_config(preset=preset, overrides=flat)
             except ConfigError as err:
                 fix = fixes.get(param.type, "narrow `low`/`high`")
                 raise SpaceError(
-                    f"{where('params', param.key)}: value {value!r} gives an "
+                    f"{where('params', param.key)}: value {value!r} makes an "
                     f"invalid training config: {err}; {fix}"
                 ) from None
 
 
-def _parse_objectives(raw: Any, where: _Where) -> tuple[Objective, ...]:
-    if isinstance(raw, dict):  # one objective may be written without the list
-        return (_parse_metric(raw, where, ("objective",)),)
+def _parse_objectives(raw: Any, where: Where) -> tuple[Objective, ...]:
+    if isinstance(raw, dict):  # a single objective may skip the list
+        return (_parse_metric(raw, where, "objective"),)
     if not isinstance(raw, list) or not raw:
         raise SpaceError(
-            f"{where('objective')} must be a list of {{metric, mode}}, e.g. "
+            f"{where('objective')}: must be a list such as "
             f"[{{metric: val/acc, mode: max}}]; got {raw!r}"
         )
-    objectives = tuple(_parse_metric(item, where, ("objective", i)) for i, item in enumerate(raw))
+    objectives = tuple(_parse_metric(item, where, "objective", i) for i, item in enumerate(raw))
     metrics = [o.metric for o in objectives]
     if len(set(metrics)) < len(metrics):
-        raise SpaceError(
-            f"{where('objective')}: lists a metric twice ({metrics}); remove the repeat"
-        )
+        raise SpaceError(f"{where('objective')}: lists a metric twice in {metrics}; remove one")
     return objectives
 
 
-def _parse_metric(raw: Any, where: _Where, keys: tuple[Any, ...]) -> Objective:
+def _parse_metric(raw: Any, where: Where, *keys: Any) -> Objective:
     item = _mapping(raw, where(*keys), "{metric: val/acc, mode: max}")
-    _check_fields(item, ("metric", "mode"), where, keys)
-    metric, mode = item.get("metric"), item.get("mode")
-    if not isinstance(metric, str):
+    _check_fields(item, ("metric", "mode"), where, *keys)
+    metric, mode, at = item.get("metric"), item.get("mode"), where(*keys, "metric")
+    if isinstance(metric, str) and metric.startswith("test/"):
         raise SpaceError(
-            f"{where(*keys, 'metric')}: needs a metric name such as val/acc; got {metric!r}"
+            f"{at}: cannot select on {metric}: the test split only reports, and "
+            "choosing on it would overfit the test set (spec §Metrics); use "
+            f"val/{metric.removeprefix('test/')}"
         )
-    if metric.startswith("test/"):
+    if not isinstance(metric, str) or not METRIC_PATTERN.fullmatch(metric):
         raise SpaceError(
-            f"{where(*keys, 'metric')}: cannot select on {metric}: the test split "
-            "only reports, and choosing on it would overfit the test set (spec "
-            f"§Metrics); use val/{metric.removeprefix('test/')}"
-        )
-    if not METRIC_PATTERN.fullmatch(metric):
-        raise SpaceError(
-            f"{where(*keys, 'metric')}: metric names look like val/NAME or "
-            f"train/NAME (e.g. val/acc, val/nll); got {metric!r}"
+            f"{at}: metric names look like val/NAME or train/NAME (e.g. val/acc, "
+            f"val/nll); got {metric!r}"
         )
     if mode not in ("min", "max"):
-        raise SpaceError(f"{where(*keys, 'mode')}: mode must be min or max; got {mode!r}")
+        raise SpaceError(f"{where(*keys, 'mode')}: must be min or max; got {mode!r}")
     return Objective(metric, mode)
 
 
-def _parse_sampler(raw: Any, where: _Where) -> SamplerSpec:
-    spec = dict(_mapping(raw, where("sampler"), "{type: tpe, seed: 0}"))
-    kind = spec.pop("type", "tpe")
-    seed = spec.pop("seed", 0)
-    if seed is not None:
-        seed = _typed(seed, int, where("sampler", "seed"))
-    return SamplerSpec(kind, seed, spec)
+def _parse_sampler(raw: Any, where: Where) -> SamplerSpec:
+    options = dict(_mapping(raw, where("sampler"), "{type: tpe, seed: 0}"))
+    kind = options.pop("type", "tpe")
+    seed = options.pop("seed", 0)
+    seed = None if seed is None else _typed(seed, int, where("sampler", "seed"), low=0)
+    return SamplerSpec(kind, seed, options)
 
 
 def _parse_scheduler(
-    raw: Any, base_values: dict[str, Any], params: Sequence[Param], where: _Where
+    raw: Any, base_values: dict[str, Any], params: Sequence[Param], where: Where
 ) -> SchedulerSpec:
-    spec = dict(_mapping(raw, where("scheduler"), "{type: asha, grace_period: 1}"))
-    kind = _choice(
-        spec.pop("type", "fifo"), list(SCHEDULER_OPTIONS), where("scheduler", "type"), "scheduler"
-    )
+    options = dict(_mapping(raw, where("scheduler"), "{type: asha, grace_period: 1}"))
+    at = where("scheduler", "type")
+    kind = _choice(options.pop("type", "fifo"), list(SCHEDULER_OPTIONS), at, "scheduler")
     allowed = SCHEDULER_OPTIONS[kind]
-    _check_fields(spec, tuple(allowed), where, ("scheduler",))
-    options = {k: _typed(v, allowed[k], where("scheduler", k)) for k, v in spec.items()}
-    epochs = [p.extremes() for p in params if p.key == "optim.epochs"]
-    options.setdefault("max_t", int(max(epochs[0])) if epochs else base_values["optim.epochs"])
+    _check_fields(options, [*allowed, "type"], where, "scheduler")
+    options = {k: _typed(v, allowed[k], where("scheduler", k), low=1) for k, v in options.items()}
+    epochs = [max(p.extremes()) for p in params if p.key == "optim.epochs"]
+    options.setdefault("max_t", int(epochs[0]) if epochs else base_values["optim.epochs"])
     scheduler = SchedulerSpec(kind, **options)
-    if kind == "asha":
-        if not 1 <= scheduler.grace_period <= scheduler.max_t:
-            raise SpaceError(
-                f"{where('scheduler', 'grace_period')}: must be in [1, max_t="
-                f"{scheduler.max_t}] epochs; got {scheduler.grace_period}"
-            )
-        if scheduler.reduction_factor <= 1:
-            raise SpaceError(
-                f"{where('scheduler', 'reduction_factor')}: must be > 1 (asha keeps "
-                f"1/reduction_factor of trials per rung); got "
-                f"{scheduler.reduction_factor}"
-            )
-        if scheduler.brackets < 1:
-            raise SpaceError(
-                f"{where('scheduler', 'brackets')}: must be >= 1; got {scheduler.brackets}"
-            )
+    if kind == "asha" and scheduler.grace_period > scheduler.max_t:
+        raise SpaceError(
+            f"{where('scheduler', 'grace_period')}: must be <= max_t "
+            f"({scheduler.max_t} epochs); got {scheduler.grace_period}"
+        )
+    if kind == "asha" and scheduler.reduction_factor == 1:
+        raise SpaceError(
+            f"{where('scheduler', 'reduction_factor')}: must be > 1 (a rung keeps "
+            "1/reduction_factor of its trials); got 1"
+        )
     return scheduler
 
 
 def _parse_guard(
-    raw: Any, objectives: tuple[Objective, ...], scheduler: SchedulerSpec, where: _Where
+    raw: Any, objectives: tuple[Objective, ...], scheduler: SchedulerSpec, where: Where
 ) -> Objective | None:
     if raw is not None:
-        return _parse_metric(raw, where, ("guard",))
+        return _parse_metric(raw, where, "guard")
     if len(objectives) == 1:
         return objectives[0]
     if scheduler.type == "asha":
         raise SpaceError(
-            f"{where('scheduler', 'type')}: asha stops trials on one metric but "
-            f"this search has {len(objectives)} objectives; add "
-            "`guard: {metric: val/acc, mode: max}` or use `scheduler: {type: fifo}`"
+            f"{where('scheduler', 'type')}: asha stops trials on one metric, and "
+            f"this search has {len(objectives)} objectives; add `guard: {{metric: "
+            "val/acc, mode: max}` or use `scheduler: {type: fifo}`"
         )
     return None
 
 
-def _parse_budget(
-    raw: Any, sampler: SamplerSpec, params: Sequence[Param], where: _Where
-) -> Budget:
+def _parse_budget(raw: Any, sampler: SamplerSpec, params: Sequence[Param], where: Where) -> Budget:
     spec = _mapping(raw, where("budget"), "{trials: 20, time: 2h}")
-    _check_fields(spec, ("trials", "time"), where, ("budget",))
+    _check_fields(spec, ("trials", "time"), where, "budget")
     trials = spec.get("trials")
-    if trials is not None:
-        trials = _typed(trials, int, where("budget", "trials"))
-        if trials < 1:
-            raise SpaceError(f"{where('budget', 'trials')}: must be >= 1; got {trials}")
+    trials = None if trials is None else _typed(trials, int, where("budget", "trials"), low=1)
     time_s = None if spec.get("time") is None else _seconds(spec["time"], where("budget", "time"))
     if sampler.type == "grid":
         size = math.prod(len(p.grid_values()) for p in params if p.type != "fixed")
-        if trials is not None and trials > size:
+        if (trials or 0) > size:
             raise SpaceError(
                 f"{where('budget', 'trials')}: the grid has {size} points, so "
                 f"{trials} trials would repeat some; set trials <= {size}"
             )
-        trials = size if trials is None else trials
+        trials = trials or size
     if trials is None and time_s is None:
         raise SpaceError(
             f"{where('budget')}: a search needs an end; set `trials` (e.g. 20) "
@@ -789,12 +719,9 @@ def _parse_budget(
         )
     population = sampler.options.get("population_size", 50)  # Optuna's nsga2 default
     if sampler.type == "nsga2" and trials is not None and trials < 2 * population:
-        warnings.warn(
-            f"{where('budget', 'trials')}: {trials} trials is under two nsga2 "
-            f"generations of {population}, so it barely evolves; lower "
-            "`sampler.population_size` or raise trials",
-            SpaceWarning,
-            stacklevel=3,
+        _warn(
+            f"{where('budget', 'trials')}: {trials} trials is under two nsga2 generations of "
+            f"{population}; lower `sampler.population_size` or raise trials"
         )
     return Budget(trials, time_s)
 
@@ -811,18 +738,16 @@ def _seconds(value: Any, where: str) -> float:
     )
 
 
-def _parse_resources(raw: Any, base_values: dict[str, Any], where: _Where) -> Resources:
+def _parse_resources(raw: Any, base_values: dict[str, Any], where: Where) -> Resources:
     spec = _mapping(raw, where("resources"), "{gpus: 1, cpus: 4}")
-    _check_fields(spec, ("gpus", "cpus"), where, ("resources",))
-    gpus = _typed(spec.get("gpus", 0), float, where("resources", "gpus"))
-    cpus = _typed(spec.get("cpus", 1), float, where("resources", "cpus"))
-    if gpus < 0 or (gpus > 1 and not gpus.is_integer()):
+    _check_fields(spec, ("gpus", "cpus"), where, "resources")
+    gpus = _typed(spec.get("gpus", 0), float, where("resources", "gpus"), low=0)
+    cpus = _typed(spec.get("cpus", 1), float, where("resources", "cpus"), low=1)
+    if gpus > 1 and not gpus.is_integer():
         raise SpaceError(
-            f"{where('resources', 'gpus')}: must be a fraction in [0, 1] (trials "
-            f"share a GPU) or a whole number; got {gpus}"
+            f"{where('resources', 'gpus')}: above 1 must be whole (only a share "
+            f"of one GPU can be fractional); got {gpus}"
         )
-    if cpus < 1:
-        raise SpaceError(f"{where('resources', 'cpus')}: must be >= 1; got {cpus}")
     if gpus == 0 and base_values["run.device"] == "cuda":
         raise SpaceError(
             f"{where('resources', 'gpus')}: the base config has run.device=cuda "

@@ -1,0 +1,144 @@
+"""Real training runs on scikit-learn's digits: accuracy, metrics, resume, determinism."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mixmo_search.config import resolve_config
+from mixmo_search.errors import ConfigError
+from mixmo_search.predictions import load_predictions
+from mixmo_search.train import EpochReport, lr_at, train
+
+METRICS = ("acc", "top5", "nll", "ece", "brier", "nll_ts", "ece_ts", "temperature",
+           "acc_member0", "acc_member1", "member_acc_mean", "ratio_error", "disagreement")
+
+
+def _cfg(tmp_path, *overrides: str, name: str = "run"):
+    return resolve_config(
+        preset="digits_quick",
+        overrides=[f"run.out_dir={tmp_path / name}", "run.progress=false", *overrides],
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """The digits_quick preset as shipped: M=2 Cut-MixMo, the README's first command."""
+    out = tmp_path_factory.mktemp("quick")
+    reports: list[EpochReport] = []
+    cfg = _cfg(out)
+    return cfg, train(cfg, on_epoch=reports.append), reports
+
+
+def test_digits_reaches_95_percent_with_two_members(quick_run):
+    cfg, results, _ = quick_run
+    assert results["test/acc"] >= 0.95
+    assert min(results["test/acc_member0"], results["test/acc_member1"]) >= 0.9
+
+
+def test_metrics_json_holds_every_metric(quick_run):
+    cfg, results, _ = quick_run
+    written = json.loads((Path(cfg.run.out_dir) / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for name in METRICS:
+            assert f"{split}/{name}" in written, f"{split}/{name}"
+    assert written == pytest.approx(results)
+    assert written["test/temperature"] == written["val/temperature"]  # fitted on val only
+    assert written["val/nll_ts"] <= written["val/nll"] + 1e-9
+
+
+def test_predictions_are_stored_per_split(quick_run):
+    cfg, results, _ = quick_run
+    for split, size in (("val", 300), ("test", 360)):
+        preds = load_predictions(Path(cfg.run.out_dir) / "predictions" / f"{split}.npz")
+        assert preds.member_logits.shape == (2, size, 10)
+        acc = (preds.ensemble_logits.argmax(1) == preds.labels).mean()
+        assert acc == pytest.approx(results[f"{split}/acc"], abs=1e-2)
+
+
+def test_on_epoch_reports_every_epoch_with_a_checkpoint(quick_run):
+    cfg, _, reports = quick_run
+    assert [r.epoch for r in reports] == list(range(1, cfg.optim.epochs + 1))
+    assert all("val/acc" in r.metrics and "train/loss" in r.metrics for r in reports)
+    assert (reports[-1].checkpoint_dir / "last.pt").exists()
+    p_values = [r.metrics["p"] for r in reports]
+    assert p_values[0] == 0.5 and p_values[-1] == 0.0
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    overrides = ("optim.epochs=3", "model.name=wrn10_1", "run.max_steps_per_epoch=6")
+    straight = train(_cfg(tmp_path, *overrides, name="straight"))
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(report: EpochReport) -> None:
+        if report.epoch == 2:
+            raise Interrupt
+
+    cfg = _cfg(tmp_path, *overrides, name="resumed")
+    with pytest.raises(Interrupt):
+        train(cfg, on_epoch=stop_after_two)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg)
+    resumed = train(cfg, resume=True)
+    for key in ("val/acc", "val/nll", "test/acc", "test/nll", "test/disagreement"):
+        assert resumed[key] == straight[key], key
+
+
+def test_resume_refuses_another_config(tmp_path):
+    cfg = _cfg(tmp_path, "optim.epochs=1", "run.max_steps_per_epoch=2")
+    train(cfg)
+    other = _cfg(tmp_path, "optim.epochs=1", "run.max_steps_per_epoch=2", "mixing.p=0.9")
+    with pytest.raises(ConfigError, match="mixing.p"):
+        train(other, resume=True)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("model.n_members=3",),
+        ("mixing.block=cow", "mixing.input_mix=cutmix"),
+        ("mixing.block=patchup", "mixing.input_mix=mixup"),
+        ("mixing.block=sum", "optim.input_repeat=0.5"),
+        ("model.n_members=1", "optim.batch_repeat=1"),
+    ],
+)
+def test_variants_train(tmp_path, overrides):
+    cfg = _cfg(tmp_path, "optim.epochs=1", "run.max_steps_per_epoch=4", *overrides)
+    results = train(cfg)
+    assert 0.0 <= results["val/acc"] <= 1.0
+    assert torch.isfinite(torch.tensor(results["val/nll"]))
+    m = cfg.model.n_members
+    assert f"val/acc_member{m - 1}" in results and f"val/acc_member{m}" not in results
+
+
+def test_lr_follows_unique_images_warmup_and_milestones():
+    cfg = resolve_config(preset="cifar100_cut_mixmo")
+    assert cfg.base_lr == pytest.approx(0.0125)  # 0.1 * (64 / 4) / 128, the reference value
+    steps = 100
+    assert lr_at(cfg, 0, 0, steps) == pytest.approx(0.0125 / 100)
+    assert lr_at(cfg, 0, 99, steps) == pytest.approx(0.0125)
+    assert lr_at(cfg, 99, 5, steps) == pytest.approx(0.0125)
+    assert lr_at(cfg, 100, 5, steps) == pytest.approx(0.00125)  # epoch 101 (1-based)
+    assert lr_at(cfg, 225, 5, steps) == pytest.approx(0.0125e-3)
+
+
+def test_cli_writes_metrics_and_rejects_bad_keys(tmp_path):
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "mixmo_search.train", "--preset", "digits_quick",
+           "--set", f"run.out_dir={out}", "--set", "optim.epochs=1",
+           "--set", "run.max_steps_per_epoch=2", "--set", "run.progress=false"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
+    bad = subprocess.run(cmd + ["--set", "optim.lrr=1"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2
+    assert "optim.lrr" in bad.stderr and "allowed keys" in bad.stderr
+    assert "Traceback" not in bad.stderr
