@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _conv_config(conv: nn.Conv2d) -> tuple:
+def _conv_config(conv: nn.Conv2d) -> tuple[object, ...]:
     return (
         tuple(conv.weight.shape),
         conv.stride,
@@ -70,8 +69,8 @@ class MixMoNet(nn.Module):
         """
         z = self._sum_encoders(x) if masks is None else self._mix_encoders(x, masks)
         features = self.core(z)  # (B, F)
-        logits = self.head(features)  # (B, M*K)
-        return logits.unflatten(1, (self.n_members, self.num_classes)).transpose(0, 1)
+        logits = self.head(features).unflatten(1, (self.n_members, self.num_classes))  # (B, M, K)
+        return logits.transpose(0, 1)  # (M, B, K)
 
     def ensemble_logits(self, x: Tensor) -> Tensor:
         """Ensemble prediction (B, K): mean of the heads' logits, as the reference code does."""
@@ -84,7 +83,8 @@ class MixMoNet(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         z = 0
-        for encoder, member_x, mask in zip(self.encoders, x.unbind(0), masks.unbind(0)):
+        members = zip(self.encoders, x.unbind(0), masks.unbind(0), strict=True)
+        for encoder, member_x, mask in members:
             features = encoder(member_x)  # (B, C, h, w)
             # Cast so bf16 autocast features are not promoted to fp32 by fp32 masks.
             z = z + mask.to(features.dtype) * features
@@ -93,10 +93,9 @@ class MixMoNet(nn.Module):
 
     def _sum_encoders(self, x: Tensor) -> Tensor:
         # spec §Inference: z = sum_k conv_k(x). Convolution is linear in its weights, so this
-        # is one conv with the summed weights and biases: one kernel instead of M.
+        # is one conv with the summed weights and biases: one kernel instead of M. Adding
+        # (rather than stacking) keeps the weights' channels_last layout.
         first = self.encoders[0]
-        weight = torch.stack([conv.weight for conv in self.encoders]).sum(0)
-        bias = None
-        if first.bias is not None:
-            bias = torch.stack([conv.bias for conv in self.encoders]).sum(0)
+        weight = sum(conv.weight for conv in self.encoders)
+        bias = None if first.bias is None else sum(conv.bias for conv in self.encoders)
         return F.conv2d(x, weight, bias, first.stride, first.padding, first.dilation, first.groups)

@@ -25,9 +25,7 @@ def create_model(
 ) -> MixMoNet:
     """Build the registered model `name` with M = `n_members` encoders and heads."""
     if name not in _BUILDERS:
-        raise UnknownModel(
-            f"unknown model {name!r}; choose one of: {', '.join(list_models())}"
-        )
+        raise UnknownModel(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     return _BUILDERS[name](
         n_members=n_members,
         num_classes=num_classes,

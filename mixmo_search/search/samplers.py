@@ -9,7 +9,8 @@ bad sampler fails when the space loads, before any trial runs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+
+import optuna
 
 from mixmo_search.search.space import (
     SAMPLER_OPTIONS,
@@ -19,19 +20,31 @@ from mixmo_search.search.space import (
     check_sampler,
 )
 
-if TYPE_CHECKING:
-    from optuna.samplers import BaseSampler
-
 SAMPLERS = tuple(SAMPLER_OPTIONS)
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler that does not call `study.stop()` once the grid is done.
+
+    Ray drives Optuna by ask/tell, where `stop()` raises (Ray logs it as a warning); the
+    search's budget, `trials` = grid size by default, ends the search instead.
+    """
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        return None
 
 
 def make_sampler(
     spec: SamplerSpec, n_objectives: int, *, params: Sequence[Param] = ()
-) -> BaseSampler:
+) -> optuna.samplers.BaseSampler:
     """A seeded Optuna sampler for `spec`; grid enumerates `params` (fixed ones excluded)."""
     check_sampler(spec, n_objectives, params)
-    import optuna  # heavy; only the search needs it
-
     seed, options = spec.seed, spec.options
     if spec.type == "tpe":
         return optuna.samplers.TPESampler(seed=seed, **options)
@@ -44,9 +57,9 @@ def make_sampler(
     if spec.type == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, **options)
     grid = {p.key: p.grid_values() for p in params if p.type != "fixed"}
-    return optuna.samplers.GridSampler(grid, seed=seed)
+    return AskTellGridSampler(grid, seed=seed)
 
 
-def sampler_for(space: SearchSpace) -> BaseSampler:
+def sampler_for(space: SearchSpace) -> optuna.samplers.BaseSampler:
     """The sampler a loaded search space asks for."""
     return make_sampler(space.sampler, space.n_objectives, params=space.params)

@@ -384,7 +384,9 @@ def _choice(value: Any, allowed: Sequence[str], where: str, what: str) -> str:
     return value
 
 
-def _check_fields(mapping: Mapping[Any, Any], allowed: Sequence[str], where: Where, *keys: Any):
+def _check_fields(
+    mapping: Mapping[Any, Any], allowed: Sequence[str], where: Where, *keys: Any
+) -> None:
     for key in mapping:
         if key not in allowed:
             inside = f"in `{'.'.join(map(str, keys))}`" if keys else "at the top level"

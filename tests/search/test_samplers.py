@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from contextlib import nullcontext
+from pathlib import Path
+
+import optuna
+import pytest
+
+from mixmo_search.search import (
+    SAMPLERS,
+    SamplerSpec,
+    SearchSpace,
+    SpaceError,
+    SpaceWarning,
+    load_space,
+    make_sampler,
+    sampler_for,
+)
+from mixmo_search.search.space import SAMPLER_PACKAGES
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# Finite params only, so grid can run it too; 2 * 2 * 2 = 8 grid points.
+SPACE = """\
+base: {preset: digits_quick}
+params:
+  mixing.alpha: {type: categorical, choices: [1, 2]}
+  optim.batch_repeat: {type: categorical, choices: [1, 2]}
+  model.n_members: {type: int, low: 2, high: 3}
+  mixing.reweight_r: {type: fixed, value: 3}
+objective:
+  - {metric: val/acc, mode: max}
+budget: {trials: 8}
+"""
+# Options that let the model-based samplers leave their random start within a few trials
+QUICK = {
+    "tpe": {"n_startup_trials": 2},
+    "gp": {"n_startup_trials": 2},
+    "cmaes": {"n_startup_trials": 2},
+    "nsga2": {"population_size": 4},
+}
+
+
+def spec_for(kind: str) -> SamplerSpec:
+    return SamplerSpec(kind, seed=0, options=QUICK.get(kind, {}))
+
+
+def installed(kind: str) -> bool:
+    return all(importlib.util.find_spec(p) for p in SAMPLER_PACKAGES.get(kind, ()))
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> SearchSpace:
+    path = tmp_path_factory.mktemp("space") / "finite.yaml"
+    path.write_text(SPACE)
+    return load_space(path)
+
+
+def propose(space: SearchSpace, spec: SamplerSpec, n_objectives: int, n: int) -> list[dict]:
+    """Run an ask/tell loop of `n` trials on a toy objective; returns each trial's overrides."""
+    sampler = make_sampler(spec, n_objectives, params=space.params)
+    study = optuna.create_study(directions=["maximize"] * n_objectives, sampler=sampler)
+    drawn = []
+    for _ in range(n):
+        trial = study.ask()
+        overrides = space.define_by_run(trial)
+        space.trial_config(overrides)  # every proposal is a valid training config
+        score = overrides["mixing.alpha"] / overrides["optim.batch_repeat"]
+        study.tell(trial, [score, overrides["model.n_members"]][:n_objectives])
+        drawn.append(overrides)
+    return drawn
+
+
+@pytest.mark.parametrize("n_objectives", [1, 2])
+@pytest.mark.parametrize("kind", SAMPLERS)
+def test_sampler_builds_and_proposes(space: SearchSpace, kind: str, n_objectives: int) -> None:
+    if kind == "cmaes" and n_objectives > 1:
+        pytest.skip("cmaes is single-objective; make_sampler refuses it (tested below)")
+    if not installed(kind):
+        pytest.skip(f"{kind} needs {SAMPLER_PACKAGES[kind]}")
+    # these run, with a warning that another sampler suits the space better
+    odd = {("nsga2", 1): "on one objective", ("cmaes", 1): "categorical params at random"}
+    warns = (kind, n_objectives) in odd
+    with (
+        pytest.warns(SpaceWarning, match=odd.get((kind, n_objectives))) if warns else nullcontext()
+    ):
+        # gp fits a GP per proposal (about a second each), so it gets fewer trials
+        drawn = propose(space, spec_for(kind), n_objectives, 4 if kind == "gp" else 8)
+    assert all(o["mixing.reweight_r"] == 3 for o in drawn)  # fixed params ride along
+
+
+@pytest.mark.parametrize("kind", ["tpe", "random", "nsga2", "grid"])
+def test_seeded_sampler_repeats_its_proposals(space: SearchSpace, kind: str) -> None:
+    assert propose(space, spec_for(kind), 2, 8) == propose(space, spec_for(kind), 2, 8)
+
+
+def test_grid_enumerates_every_point_once(space: SearchSpace) -> None:
+    drawn = propose(space, SamplerSpec("grid", seed=0), 1, 8)
+    points = {(o["mixing.alpha"], o["optim.batch_repeat"], o["model.n_members"]) for o in drawn}
+    assert points == set(itertools.product([1, 2], [1, 2], [2, 3]))
+
+
+def test_sampler_for_uses_the_spaces_spec(space: SearchSpace) -> None:
+    assert isinstance(sampler_for(space), optuna.samplers.TPESampler)  # the default
+
+
+@pytest.mark.parametrize(
+    ("spec", "n_objectives", "expected"),
+    [
+        (SamplerSpec("bayes"), 1, "unknown sampler 'bayes'"),
+        (SamplerSpec("tpe", options={"n_startup": 2}), 1, "did you mean `n_startup_trials`"),
+        (SamplerSpec("nsga2", options={"population_size": "big"}), 2, "must be an integer"),
+        (SamplerSpec("tpe", options={"group": True}), 1, "needs `multivariate: true`"),
+    ],
+)
+def test_bad_spec_raises_space_error(spec: SamplerSpec, n_objectives: int, expected: str) -> None:
+    with pytest.raises(SpaceError, match=expected.replace("(", r"\(")):
+        make_sampler(spec, n_objectives)
+
+
+@pytest.mark.skipif(installed("cmaes"), reason="cmaes is installed")
+def test_missing_package_names_pip_install() -> None:
+    with pytest.raises(SpaceError, match="pip install cmaes"):
+        make_sampler(SamplerSpec("cmaes"), 1)
+
+
+@pytest.mark.skipif(not installed("cmaes"), reason="cmaes not installed")
+def test_cmaes_refuses_several_objectives() -> None:
+    with pytest.raises(SpaceError, match="cmaes optimises one objective"):
+        make_sampler(SamplerSpec("cmaes"), 2)
+
+
+def test_grid_refuses_continuous_params(tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    lr = "  optim.lr: {type: uniform, low: 0.1, high: 1.0}\n"
+    path.write_text(SPACE.replace("objective:\n", lr + "objective:\n"))
+    with pytest.raises(SpaceError, match="grid sampler needs finite values"):
+        make_sampler(SamplerSpec("grid"), 1, params=load_space(path).params)
