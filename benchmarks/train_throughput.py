@@ -68,8 +68,9 @@ def main() -> None:
     result = {
         "preset": args.preset,
         "overrides": args.overrides,
-        "device": torch.cuda.get_device_name() if cfg.run.device != "cpu"
-        and torch.cuda.is_available() else platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name()
+        if cfg.run.device != "cpu" and torch.cuda.is_available()
+        else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),

@@ -169,9 +169,7 @@ def _coerce(where: str, value: Any, typ: Any) -> Any:
 
 def _check(where: str, value: Any, meta: Any) -> None:
     if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(
-            f"{where} must be one of {', '.join(meta['choices'])}; got {value!r}"
-        )
+        raise ConfigError(f"{where} must be one of {', '.join(meta['choices'])}; got {value!r}")
     if "range" in meta:
         low, high = meta["range"]
         if isinstance(value, float) and math.isnan(value):
@@ -232,7 +230,9 @@ def _preset_values(name: str) -> dict[str, Any]:
 def parse_override(item: str) -> tuple[str, str, Any]:
     """`section.key=value` -> (section, key, YAML-parsed value)."""
     if "=" not in item or "." not in item.split("=", 1)[0]:
-        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. optim.lr=0.05")
+        raise ConfigError(
+            f"override {item!r} must look like section.key=value, e.g. optim.lr=0.05"
+        )
     dotted, raw = item.split("=", 1)
     section, key = dotted.split(".", 1)
     return section, key, yaml.safe_load(raw) if raw else ""
@@ -256,8 +256,10 @@ def resolve_config(
     flat = [(*k.split(".", 1), v) for k, v in items] if items else map(parse_override, overrides)
     for section, key, value in flat:
         _merge(merged, {section: {key: value}}, "override")
-    built = {name: _build_section(name, cls, merged.get(name, {}), source) for name, cls in
-             SECTIONS.items()}
+    built = {
+        name: _build_section(name, cls, merged.get(name, {}), source)
+        for name, cls in SECTIONS.items()
+    }
     cfg = TrainConfig(**built)
     validate(cfg)
     return cfg
@@ -269,7 +271,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
         return resolve_config(overrides=overrides)
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"config file {path} does not exist; presets: {', '.join(list_presets())}")
+        raise ConfigError(
+            f"config file {path} does not exist; presets: {', '.join(list_presets())}"
+        )
     return resolve_config(_read_yaml(path), overrides=overrides, source=str(path))
 
 
@@ -286,4 +290,6 @@ def validate(cfg: TrainConfig) -> None:
     from mixmo_search.models import list_models  # models import config-free modules only
 
     if m.name not in list_models():
-        raise ConfigError(f"unknown `model.name` {m.name!r}; choose one of: {', '.join(list_models())}")
+        raise ConfigError(
+            f"unknown `model.name` {m.name!r}; choose one of: {', '.join(list_models())}"
+        )

@@ -69,8 +69,9 @@ def crop_flip(images: Tensor, *, padding: int, flip: bool) -> Tensor:
         mirrored = torch.rand(n, 1, device=device) < 0.5
         cols = torch.where(mirrored, width - 1 - cols, cols)
     cols = left + cols
-    picked = images[torch.arange(n, device=device)[:, None, None], :, rows[:, :, None],
-                    cols[:, None, :]]  # (N, H, W, C)
+    picked = images[
+        torch.arange(n, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]
+    ]  # (N, H, W, C)
     return picked.permute(0, 3, 1, 2)
 
 

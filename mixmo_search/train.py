@@ -26,7 +26,7 @@ from torch import Tensor
 from mixmo_search import checkpoint
 from mixmo_search.config import TrainConfig, list_presets, load_config, resolve_config
 from mixmo_search.data import Normalizer, augmented, epoch_indices, eval_batches
-from mixmo_search.datasets import load_dataset
+from mixmo_search.datasets import Dataset, load_dataset
 from mixmo_search.errors import ConfigError, exit_on_user_error
 from mixmo_search.metrics import evaluate
 from mixmo_search.mixing import loss_weights, make_mix, mix_inputs, p_at
@@ -150,6 +150,7 @@ def train(
     m, o = cfg.mixing, cfg.optim
     started = time.perf_counter()
     train_seconds = 0.0
+    final: dict[str, float] | None = None
     for epoch in range(start_epoch, o.epochs):
         p_t = p_at(epoch, o.epochs, m.p, m.p_decay_start)
         indices = epoch_indices(
@@ -186,7 +187,11 @@ def train(
                 partner_idx = torch.randint(0, len(ds.train), idx.shape, device=device)
                 partners = augmented(ds.train.images, partner_idx, normalize, **_aug(cfg))
                 x, lam, _ = mix_inputs(
-                    x, partners, mix.masks, kind=m.input_mix, prob=m.input_mix_prob,
+                    x,
+                    partners,
+                    mix.masks,
+                    kind=m.input_mix,
+                    prob=m.input_mix_prob,
                     alpha=m.input_mix_alpha,
                 )
                 partner_y = ds.train.labels[partner_idx]
@@ -239,35 +244,53 @@ def train(
                 },
             )
         if cfg.run.progress:
-            shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("train/loss", "val/acc")
-                              if k in metrics)
+            shown = ", ".join(
+                f"{k} {metrics[k]:.4f}" for k in ("train/loss", "val/acc") if k in metrics
+            )
             print(f"epoch {epoch + 1}/{o.epochs}: {shown}", flush=True)
+        if is_last:  # evaluate before the last report: a scheduler may stop us right after it
+            final = _evaluate_best(model, ds, normalize, cfg, out_dir)
+            metrics.update({f"final/{k}": v for k, v in final.items()})
+            metrics["best_epoch"] = float(best_epoch)
         if on_epoch is not None:
             on_epoch(EpochReport(epoch=epoch + 1, metrics=metrics, checkpoint_dir=out_dir))
 
-    # final: the best validation epoch, on val (fits the temperature) and test (reuses it)
-    model.load_state_dict(checkpoint.load(best_path, device)["model"])
-    results: dict[str, float] = {}
-    for split, temperature in (("val", None), ("test", "val")):
-        images, labels = getattr(ds, split).images, getattr(ds, split).labels
-        logits = predict(model, images, normalize, cfg.run.eval_batch_size)
-        t = results["val/temperature"] if temperature else None
-        results.update(evaluate(logits, labels, prefix=split, temperature=t))
-        save_predictions(out_dir / "predictions" / f"{split}.npz", logits, labels, split=split)
-    results.update(
-        {
-            "best_epoch": float(best_epoch),
-            "epochs": float(o.epochs),
-            "train/seconds": train_seconds,
-            "train/slots_per_s": steps_per_epoch * batch * (o.epochs - start_epoch)
-            / max(train_seconds, 1e-9),
-            "wall_seconds": time.perf_counter() - started,
-        }
-    )
+    if final is None:  # resumed a run whose epochs were all done
+        final = _evaluate_best(model, ds, normalize, cfg, out_dir)
+    results = {
+        **final,
+        "best_epoch": float(best_epoch),
+        "epochs": float(o.epochs),
+        "train/seconds": train_seconds,
+        "train/slots_per_s": steps_per_epoch
+        * batch
+        * (o.epochs - start_epoch)
+        / max(train_seconds, 1e-9),
+        "wall_seconds": time.perf_counter() - started,
+    }
     (out_dir / "metrics.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     if cfg.run.progress:
         print(f"metrics.json, predictions/ and checkpoints written to {out_dir}", flush=True)
     return results
+
+
+def _evaluate_best(
+    model: MixMoNet, ds: Dataset, normalize: Normalizer, cfg: TrainConfig, out_dir: Path
+) -> dict[str, float]:
+    """The best validation epoch on val (fits the temperature) and test (reuses it)."""
+    model.load_state_dict(
+        checkpoint.load(out_dir / checkpoint.BEST, ds.train.images.device)["model"]
+    )
+    final: dict[str, float] = {}
+    for split in ("val", "test"):
+        part = getattr(ds, split)
+        logits = predict(model, part.images, normalize, cfg.run.eval_batch_size)
+        temperature = final["val/temperature"] if split == "test" else None
+        final.update(evaluate(logits, part.labels, prefix=split, temperature=temperature))
+        save_predictions(
+            out_dir / "predictions" / f"{split}.npz", logits, part.labels, split=split
+        )
+    return final
 
 
 def _aug(cfg: TrainConfig) -> dict[str, int | bool]:
@@ -313,7 +336,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="YAML file: `preset: NAME` plus sections to change")
     parser.add_argument("--preset", help=f"start from a preset: {', '.join(list_presets())}")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
         help="override one key, e.g. --set optim.epochs=10 (repeatable)",
     )
     parser.add_argument("--resume", action="store_true", help="continue run.out_dir/last.pt")

@@ -81,8 +81,9 @@ def test_role_holder_is_drawn_per_batch():
 def test_binary_choice_follows_p():
     gen = torch.Generator().manual_seed(0)
     n_binary = sum(
-        make_mix("cut", n_members=2, batch=2, size=(8, 8), alpha=2.0, p=0.3, host_gen=gen,
-                 device=CPU).binary
+        make_mix(
+            "cut", n_members=2, batch=2, size=(8, 8), alpha=2.0, p=0.3, host_gen=gen, device=CPU
+        ).binary
         for _ in range(2000)
     )
     assert abs(n_binary / 2000 - 0.3) < 0.04
@@ -140,9 +141,7 @@ def test_input_cutmix_labels_use_the_visible_fraction():
     images = torch.zeros(n_members, batch, 1, 32, 32)
     partners = torch.ones(n_members, batch, 1, 32, 32)
     mix = _mix("cut", n_members=n_members, batch=batch)
-    mixed, lam, use = mix_inputs(
-        images, partners, mix.masks, kind="cutmix", prob=0.5, alpha=1.0
-    )
+    mixed, lam, use = mix_inputs(images, partners, mix.masks, kind="cutmix", prob=0.5, alpha=1.0)
     assert abs(use.float().mean().item() - 0.5) < 0.05
     assert (lam >= 0.5).all() and (lam[~use] == 1).all()
     # own image is 0, partner is 1: own share of what the member keeps == lam
@@ -156,7 +155,8 @@ def test_input_mixup_is_a_uniform_blend():
     torch.manual_seed(0)
     images, partners = torch.zeros(2, 64, 3, 8, 8), torch.ones(2, 64, 3, 8, 8)
     mix = _mix("linear", batch=64)
-    mixed, lam, use = mix_inputs(images, partners, mix.masks[..., :8, :8], kind="mixup",
-                                 prob=1.0, alpha=1.0)
+    mixed, lam, use = mix_inputs(
+        images, partners, mix.masks[..., :8, :8], kind="mixup", prob=1.0, alpha=1.0
+    )
     assert use.all()
     torch.testing.assert_close(1 - mixed.mean((2, 3, 4)), lam)

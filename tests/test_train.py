@@ -15,8 +15,21 @@ from mixmo_search.errors import ConfigError
 from mixmo_search.predictions import load_predictions
 from mixmo_search.train import EpochReport, lr_at, train
 
-METRICS = ("acc", "top5", "nll", "ece", "brier", "nll_ts", "ece_ts", "temperature",
-           "acc_member0", "acc_member1", "member_acc_mean", "ratio_error", "disagreement")
+METRICS = (
+    "acc",
+    "top5",
+    "nll",
+    "ece",
+    "brier",
+    "nll_ts",
+    "ece_ts",
+    "temperature",
+    "acc_member0",
+    "acc_member1",
+    "member_acc_mean",
+    "ratio_error",
+    "disagreement",
+)
 
 
 def _cfg(tmp_path, *overrides: str, name: str = "run"):
@@ -131,14 +144,27 @@ def test_lr_follows_unique_images_warmup_and_milestones():
 
 def test_cli_writes_metrics_and_rejects_bad_keys(tmp_path):
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "mixmo_search.train", "--preset", "digits_quick",
-           "--set", f"run.out_dir={out}", "--set", "optim.epochs=1",
-           "--set", "run.max_steps_per_epoch=2", "--set", "run.progress=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mixmo_search.train",
+        "--preset",
+        "digits_quick",
+        "--set",
+        f"run.out_dir={out}",
+        "--set",
+        "optim.epochs=1",
+        "--set",
+        "run.max_steps_per_epoch=2",
+        "--set",
+        "run.progress=false",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
-    bad = subprocess.run(cmd + ["--set", "optim.lrr=1"], capture_output=True, text=True,
-                         timeout=300)
+    bad = subprocess.run(
+        cmd + ["--set", "optim.lrr=1"], capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode == 2
     assert "optim.lrr" in bad.stderr and "allowed keys" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -1,0 +1,403 @@
+"""Run a search: plan resources, start or join Ray, drive Optuna through Tune, track in MLflow.
+
+`make_plan` validates everything a search needs (space, resources, storage, names) before
+anything is written; `run_search` then creates the parent MLflow run, runs Tune and writes
+the summary (best trial, Pareto set, counts) to the parent run and the terminal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mixmo_search import tracking
+from mixmo_search.checkpoint import code_revision
+from mixmo_search.errors import UserError
+from mixmo_search.search.pareto import pareto_front
+from mixmo_search.search.space import SearchSpace
+
+DEFAULT_STORAGE = Path("runs/searches")
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    space: SearchSpace
+    name: str
+    storage: Path  # absolute; the search lives in storage / name
+    mlflow_uri: str
+    experiment: str
+    trials: int | None  # None: until the time budget ends
+    time_s: float | None
+    gpus_total: float
+    cpus_total: float
+    gpus_per_trial: float
+    cpus_per_trial: float
+    concurrency: int
+    device: str  # what trials train on: cpu or cuda
+    address: str | None  # an existing Ray cluster, or None for a local one
+    resume: bool
+
+    @property
+    def path(self) -> Path:
+        return self.storage / self.name
+
+    @property
+    def base(self) -> dict[str, Any]:
+        """Flat overrides every trial gets: the space's base plus device and threads."""
+        return {
+            **self.space.overrides,
+            "run.device": self.device,
+            "run.threads": max(1, int(self.cpus_per_trial)),
+        }
+
+    def describe(self) -> str:
+        s = self.space
+        lines = [
+            f"search {self.name!r} from {s.path}",
+            f"  base: preset {s.preset} + {s.overrides or 'no overrides'}",
+            "  params:",
+            *[f"    {p.key}: {_describe_param(p)}" for p in s.params],
+            "  objective: " + ", ".join(f"{o.metric} ({o.mode})" for o in s.objectives),
+            f"  sampler: {s.sampler.type} (seed {s.sampler.seed}) {s.sampler.options or ''}",
+            f"  scheduler: {s.scheduler.type}"
+            + (f" on {s.guard.metric}, grace {s.scheduler.grace_period}, factor "
+               f"{s.scheduler.reduction_factor}, max_t {s.scheduler.max_t} epochs"
+               if s.scheduler.type == "asha" and s.guard else ""),
+            f"  budget: {self.trials or 'unlimited'} trials"
+            + (f", {self.time_s:.0f} s" if self.time_s else ""),
+            f"  resources: {self.gpus_per_trial} GPU + {self.cpus_per_trial} CPU a trial on "
+            f"{self.device}; up to {self.concurrency} at a time "
+            f"({self.gpus_total} GPU, {self.cpus_total} CPU in all)",
+            f"  ray: {self.address or 'local, 127.0.0.1'}",
+            f"  storage: {self.path}",
+            f"  mlflow: {self.mlflow_uri} (experiment {self.experiment})",
+        ]  # fmt: skip
+        return "\n".join(lines)
+
+
+def _describe_param(p: Any) -> str:
+    if p.type == "fixed":
+        text = f"fixed {p.value!r}"
+    elif p.type == "categorical":
+        text = f"one of {list(p.choices)}"
+    else:
+        text = f"{p.type} [{p.low}, {p.high}]"
+    return text + (f" when {p.when}" if p.when else "")
+
+
+def make_plan(
+    space: SearchSpace,
+    *,
+    name: str | None = None,
+    gpus: float | None = None,
+    cpus: float | None = None,
+    trials: int | None = None,
+    storage: str | Path | None = None,
+    mlflow_uri: str | None = None,
+    experiment: str = tracking.EXPERIMENT,
+    address: str | None = None,
+    resume: bool = False,
+) -> SearchPlan:
+    """Check resources, storage and names; raise UserError before anything is written."""
+    name = name or space.name
+    if not name or "/" in name or name.startswith("."):
+        raise UserError(f"--name {name!r} must be a plain folder name, e.g. cutmix-1")
+    if trials is not None and trials < 1:
+        raise UserError(f"--trials must be >= 1, got {trials}")
+    if address is None:
+        import torch
+
+        visible = torch.cuda.device_count()
+        gpus_total = float(space.resources.gpus and visible) if gpus is None else float(gpus)
+        if gpus_total > visible:
+            raise UserError(
+                f"--gpus {gpus:g} but this machine has {visible} CUDA device(s); use "
+                f"--gpus {visible} (0 trains on the CPU) or join a cluster with --address"
+            )
+        cpus_total = float(cpus or os.cpu_count() or 1)
+    else:
+        gpus_total = float(gpus if gpus is not None else space.resources.gpus)
+        cpus_total = float(cpus or space.resources.cpus)
+    if gpus_total < 0 or cpus_total <= 0:
+        raise UserError(f"--gpus must be >= 0 and --cpus > 0; got {gpus_total}, {cpus_total}")
+    gpus_per_trial = space.resources.gpus if gpus_total > 0 else 0.0
+    cpus_per_trial = space.resources.cpus
+    if gpus_per_trial > gpus_total:
+        raise UserError(
+            f"{space.path}: `resources.gpus` asks {gpus_per_trial:g} GPU a trial but the "
+            f"search may use {gpus_total:g} (--gpus); raise --gpus or lower resources.gpus"
+        )
+    if cpus_per_trial > cpus_total:
+        raise UserError(
+            f"{space.path}: `resources.cpus` asks {cpus_per_trial:g} CPUs a trial but the "
+            f"search may use {cpus_total:g} (--cpus); raise --cpus or lower resources.cpus"
+        )
+    concurrency = int(cpus_total // cpus_per_trial)
+    if gpus_per_trial > 0:
+        concurrency = min(concurrency, int(math.floor(gpus_total / gpus_per_trial + 1e-9)))
+    storage_path = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
+    if "://" in str(storage or ""):
+        raise UserError("--storage takes a local or shared-filesystem path (e.g. /mnt/searches)")
+    path = storage_path / name
+    if resume and not (path / "search.json").exists():
+        raise UserError(
+            f"no search {name!r} to resume in {storage_path}; check --name and --storage"
+        )
+    if not resume and path.exists():
+        raise UserError(
+            f"a search named {name!r} already exists in {storage_path}; pass --resume to "
+            "continue it, or --name NEW to start another"
+        )
+    return SearchPlan(
+        space=space,
+        name=name,
+        storage=storage_path,
+        mlflow_uri=mlflow_uri or tracking.default_tracking_uri(),
+        experiment=experiment,
+        trials=trials or space.budget.trials,
+        time_s=space.budget.time_s,
+        gpus_total=gpus_total,
+        cpus_total=cpus_total,
+        gpus_per_trial=gpus_per_trial,
+        cpus_per_trial=cpus_per_trial,
+        concurrency=max(1, concurrency),
+        device="cuda" if gpus_per_trial > 0 else "cpu",
+        address=address,
+        resume=resume,
+    )
+
+
+def run_search(plan: SearchPlan) -> dict[str, Any]:
+    """Run (or resume) the planned search; return its summary."""
+    import json
+
+    client = tracking.connect(plan.mlflow_uri)  # unreachable store: fail before writing
+    exp_id = tracking.experiment_id(client, plan.experiment)
+    if plan.resume:
+        parent_id = json.loads((plan.path / "search.json").read_text())["parent_run_id"]
+        tracking.set_status(client, parent_id, "running")
+    else:
+        plan.path.mkdir(parents=True)
+        parent_id = _start_parent(client, exp_id, plan)
+        (plan.path / "search.json").write_text(
+            json.dumps(
+                {
+                    "parent_run_id": parent_id,
+                    "mlflow_uri": plan.mlflow_uri,
+                    "experiment": plan.experiment,
+                },
+                indent=2,
+            )  # fmt: skip
+        )
+    interrupted = True
+    try:
+        statuses = _run_tune(plan, exp_id, parent_id)
+        interrupted = any(s not in ("TERMINATED", "ERROR") for s in statuses)
+    finally:
+        if interrupted:
+            _mark_interrupted(client, exp_id, parent_id)
+    summary = summarize(client, exp_id, parent_id, plan.space)
+    client.log_text(parent_id, tracking.summary_json(summary), "summary.json")
+    tracking.log_metrics(
+        client, parent_id, {f"trials/{k}": v for k, v in summary["counts"].items()}, step=0
+    )
+    if summary["best"]:
+        client.set_tag(parent_id, "mixmo.best_trial", summary["best"]["trial_id"])
+        tracking.log_metrics(client, parent_id, summary["best"]["objectives"], step=0)
+    tracking.set_status(client, parent_id, "finished")
+    return summary
+
+
+def _start_parent(client: Any, exp_id: str, plan: SearchPlan) -> str:
+    import yaml
+
+    space = plan.space
+    text = space.path.read_text()
+    metrics, modes = space.metric_modes()
+    return tracking.start_search_run(
+        client,
+        exp_id,
+        name=plan.name,
+        tags={
+            "mixmo.space_file": str(space.path),
+            "mixmo.space_digest": hashlib.sha256(text.encode()).hexdigest()[:16],
+            "mixmo.code_revision": code_revision(),
+            "mixmo.sampler": space.sampler.type,
+            "mixmo.objectives": json_dumps(
+                [{"metric": m, "mode": d} for m, d in zip(metrics, modes, strict=True)]
+            ),
+            "mixmo.storage": str(plan.path),
+            "mixmo.status": "running",
+        },  # fmt: skip
+        params={
+            "sampler": space.sampler.type,
+            "sampler.seed": space.sampler.seed,
+            "sampler.options": space.sampler.options,
+            "scheduler": space.scheduler.type,
+            "budget.trials": plan.trials,
+            "budget.time_s": plan.time_s,
+            "resources.gpus": plan.gpus_per_trial,
+            "resources.cpus": plan.cpus_per_trial,
+            "preset": space.preset,
+            "n_objectives": space.n_objectives,
+        },
+        artifacts={
+            "space.yaml": text,
+            "space_resolved.yaml": yaml.safe_dump(
+                {"base": plan.base, "params": [p.key for p in space.params]}, sort_keys=False
+            ),
+            "versions.json": json_dumps(_versions()),
+        },
+    )
+
+
+def json_dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _versions() -> dict[str, str]:
+    import mlflow
+    import optuna
+    import ray
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "ray": ray.__version__, "optuna": optuna.__version__,
+            "mlflow": mlflow.__version__, "code": code_revision()}  # fmt: skip
+
+
+def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
+    """Start or join Ray, build the Tuner (or restore it) and fit; return trial statuses."""
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from mixmo_search.search.mlflow_callback import MlflowTrials
+    from mixmo_search.search.samplers import sampler_for
+    from mixmo_search.search.trainable import train_trial
+
+    space = plan.space
+    if plan.address is None:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(
+            num_cpus=int(plan.cpus_total), num_gpus=math.ceil(plan.gpus_total),
+            include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False,
+        )  # fmt: skip
+    else:
+        ray.init(address=plan.address, configure_logging=False)
+    try:
+        trainable = tune.with_resources(
+            tune.with_parameters(train_trial, preset=space.preset, base=plan.base),
+            {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial},
+        )
+        if plan.resume and tune.Tuner.can_restore(str(plan.path)):
+            tuner = tune.Tuner.restore(
+                str(plan.path), trainable, resume_unfinished=True, resume_errored=True
+            )
+        else:
+            metrics, modes = space.metric_modes()
+            single = space.n_objectives == 1
+            searcher = OptunaSearch(
+                space=space.define_by_run,
+                metric=metrics[0] if single else metrics,
+                mode=modes[0] if single else modes,
+                sampler=sampler_for(space),
+                study_name=plan.name,
+                storage=optuna.storages.RDBStorage(f"sqlite:///{plan.path / 'optuna.db'}"),
+            )
+            if space.scheduler.type == "asha":
+                scheduler = ASHAScheduler(
+                    metric=space.guard.metric, mode=space.guard.mode,
+                    time_attr="training_iteration", max_t=space.scheduler.max_t,
+                    grace_period=space.scheduler.grace_period,
+                    reduction_factor=space.scheduler.reduction_factor,
+                )  # fmt: skip
+            else:
+                scheduler = FIFOScheduler()
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency),
+                    scheduler=scheduler,
+                    num_samples=plan.trials or -1,
+                    time_budget_s=plan.time_s,
+                ),
+                run_config=tune.RunConfig(
+                    name=plan.name,
+                    storage_path=str(plan.storage),
+                    callbacks=[MlflowTrials(plan.mlflow_uri, exp_id, parent_id, space, plan.base)],
+                    failure_config=tune.FailureConfig(max_failures=2),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    verbose=1,
+                ),  # fmt: skip
+            )
+        tuner.fit()
+        return _statuses(plan)
+    finally:
+        ray.shutdown()
+
+
+def _statuses(plan: SearchPlan) -> list[str]:
+    """Trial statuses as Tune saved them in the experiment state."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(plan.path))
+    return [trial.status for trial in analysis.trials]
+
+
+def _mark_interrupted(client: Any, exp_id: str, parent_id: str) -> None:
+    """No run stays RUNNING after Ctrl-C or a crash; --resume sets them running again."""
+    for run_id in tracking.trial_runs(client, exp_id, parent_id).values():
+        if client.get_run(run_id).data.tags.get(tracking.STATUS) == "running":
+            tracking.set_status(client, run_id, "interrupted")
+    tracking.set_status(client, parent_id, "interrupted")
+
+
+def summarize(client: Any, exp_id: str, parent_id: str, space: SearchSpace) -> dict[str, Any]:
+    """Counts, the best finished trial and the Pareto set (on final validation metrics)."""
+    trials = tracking.load_trials(client, exp_id, parent_id)
+    counts = {"total": len(trials)}
+    for status in ("finished", "pruned", "failed", "interrupted", "running"):
+        counts[status] = int((trials["status"] == status).sum()) if len(trials) else 0
+    metrics = [f"final/{o.metric}" for o in space.objectives]
+    modes = [o.mode for o in space.objectives]
+    finished = trials[trials["status"] == "finished"] if len(trials) else trials
+    rows = finished.to_dict("records") if len(finished) else []
+    front = pareto_front(rows, metrics, modes) if rows else []
+    searched = [p.key for p in space.params]
+
+    def describe(row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "trial_id": row["trial_id"],
+            "run_id": row["run_id"],
+            "objectives": {m: row.get(m) for m in metrics},
+            "test": {k: row[k] for k in ("final/test/acc", "final/test/nll") if k in row},
+            "params": {k: row.get(f"param.{k}") for k in searched},
+        }
+
+    best = None
+    if rows:
+        sign = 1 if modes[0] == "max" else -1
+        scored = [r for r in rows if r.get(metrics[0]) == r.get(metrics[0])]  # drop NaN
+        if scored:
+            best = describe(max(scored, key=lambda r: sign * r[metrics[0]]))
+    pareto_ids = {rows[i]["run_id"] for i in front}
+    for row in rows:
+        client.set_tag(row["run_id"], tracking.PARETO, str(row["run_id"] in pareto_ids).lower())
+    return {
+        "search": space.name,
+        "counts": counts,
+        "objectives": dict(zip(metrics, modes, strict=True)),
+        "best": best,
+        "pareto": [describe(rows[i]) for i in front],
+    }

@@ -1,0 +1,38 @@
+"""The Ray Tune function trainable: one MixMo training per trial, one report per epoch.
+
+Each epoch's metrics go to `ray.tune.report` with the trial's checkpoint folder (last.pt,
+best.pt, and on the last epoch the predictions), so schedulers can stop a trial between
+epochs and a failed or interrupted trial continues from its last epoch.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mixmo_search.config import resolve_config
+from mixmo_search.train import EpochReport, train
+
+
+def train_trial(config: dict[str, Any], *, preset: str | None, base: dict[str, Any]) -> None:
+    """Train `base` (flat overrides of `preset`) with the sampler's `config` on top."""
+    from ray import tune
+
+    out_dir = Path(tune.get_context().get_trial_dir()) / "train"
+    cfg = resolve_config(
+        preset=preset,
+        overrides={**base, **config, "run.out_dir": str(out_dir), "run.progress": False},
+    )
+    resume = False
+    restored = tune.get_checkpoint()
+    if restored is not None:  # a retry or a resumed search: continue from the last epoch
+        with restored.as_directory() as folder:
+            shutil.copytree(folder, out_dir, dirs_exist_ok=True)
+        resume = (out_dir / "last.pt").exists()
+
+    def report(epoch: EpochReport) -> None:
+        checkpoint = tune.Checkpoint.from_directory(str(epoch.checkpoint_dir))
+        tune.report({**epoch.metrics, "epoch": epoch.epoch}, checkpoint=checkpoint)
+
+    train(cfg, on_epoch=report, resume=resume)

@@ -1,0 +1,208 @@
+"""The one MLflow writer and reader: searches are parent runs, trials are nested child runs.
+
+Layout of the store (the dashboard and `promote` read it through the functions below):
+
+- experiment `mixmo-search` (or `--experiment`), artifacts next to a SQLite store;
+- one parent run per search: tags `mixmo.kind=search`, `mixmo.search=<name>`, the sampler,
+  objectives (JSON), storage path, code revision, space digest; artifacts `space.yaml`,
+  `versions.json`, and at the end `summary.json`; metrics `trials/*` counts;
+- one child run per trial (tag `mlflow.parentRunId`): tags `mixmo.kind=trial`,
+  `mixmo.trial_id`, `mixmo.status` (running, finished, pruned, failed, interrupted),
+  `mixmo.error` for failures, `mixmo.pareto`; params = the whole resolved training config
+  (`section.key`); per-epoch metrics with step = epoch (`train/*`, `val/*`, `lr`, `p`);
+  for finished trials `final/val/*` and `final/test/*` (the best validation epoch's model)
+  and the artifacts `predictions/{val,test}.npz` and `checkpoint/best.pt`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mixmo_search.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+EXPERIMENT = "mixmo-search"
+KIND, SEARCH, TRIAL_ID, STATUS, ERROR, PARETO = (
+    "mixmo.kind", "mixmo.search", "mixmo.trial_id", "mixmo.status", "mixmo.error",
+    "mixmo.pareto",
+)  # fmt: skip
+PARENT = "mlflow.parentRunId"
+TERMINAL_MLFLOW = {"finished": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
+                   "interrupted": "KILLED"}  # fmt: skip
+
+
+class TrackingError(UserError):
+    """The MLflow store cannot be reached or does not hold what was asked for."""
+
+
+def default_tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI, else a SQLite store `mlflow.db` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def connect(uri: str) -> MlflowClient:
+    """A client for `uri`, checked to answer (a clear error instead of a long retry loop)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - any failure here means "unreachable"
+        raise TrackingError(
+            f"cannot reach the MLflow tracking store {uri!r} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]}); start the server, or pass another URI with "
+            "--mlflow-uri (default: a SQLite file mlflow.db in the working directory)"
+        ) from None
+    return client
+
+
+def experiment_id(client: MlflowClient, name: str = EXPERIMENT, *, create: bool = True) -> str:
+    """The experiment's id; created with artifacts beside a SQLite store when missing."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    if not create:
+        raise TrackingError(f"the MLflow store has no experiment {name!r}; run a search first")
+    uri = client.tracking_uri
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def start_search_run(
+    client: MlflowClient, exp_id: str, *, name: str, tags: dict[str, str],
+    params: dict[str, Any], artifacts: dict[str, str],
+) -> str:  # fmt: skip
+    """Create the parent run of a search, with its tags, params and text artifacts."""
+    run = client.create_run(exp_id, run_name=name, tags={KIND: "search", SEARCH: name, **tags})
+    log_params(client, run.info.run_id, params)
+    for file_name, text in artifacts.items():
+        client.log_text(run.info.run_id, text, file_name)
+    return run.info.run_id
+
+
+def find_search_run(client: MlflowClient, exp_id: str, name: str) -> str | None:
+    runs = client.search_runs(
+        [exp_id], f"tags.`{KIND}` = 'search' and tags.`{SEARCH}` = '{name}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )  # fmt: skip
+    return runs[0].info.run_id if runs else None
+
+
+def trial_runs(client: MlflowClient, exp_id: str, parent_id: str) -> dict[str, str]:
+    """{trial_id: run_id} of a search's child runs."""
+    runs = client.search_runs([exp_id], f"tags.`{PARENT}` = '{parent_id}'", max_results=50000)
+    return {r.data.tags[TRIAL_ID]: r.info.run_id for r in runs if TRIAL_ID in r.data.tags}
+
+
+def start_trial_run(
+    client: MlflowClient, exp_id: str, parent_id: str, *, search: str, trial_id: str,
+    params: dict[str, Any],
+) -> str:  # fmt: skip
+    tags = {PARENT: parent_id, KIND: "trial", SEARCH: search, TRIAL_ID: trial_id,
+            STATUS: "running"}  # fmt: skip
+    run = client.create_run(exp_id, run_name=trial_id, tags=tags)
+    log_params(client, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+        client.log_batch(run_id, params=items[start : start + 100])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, Any], *, step: int) -> None:
+    """Log the numeric entries of `metrics` in one call (non-numbers are skipped)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(k, float(v), now, step)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
+    for start in range(0, len(batch), 1000):
+        client.log_batch(run_id, metrics=batch[start : start + 1000])
+
+
+def set_status(
+    client: MlflowClient, run_id: str, status: str, *, reason: str | None = None
+) -> None:
+    """Record a trial's or search's status tag and, when terminal, end the MLflow run."""
+    client.set_tag(run_id, STATUS, status)
+    if reason:
+        client.set_tag(run_id, ERROR, reason[:5000])
+    if status in TERMINAL_MLFLOW:
+        client.set_terminated(run_id, TERMINAL_MLFLOW[status])
+    elif status == "running":
+        client.update_run(run_id, status="RUNNING")
+
+
+# ---- readers (dashboard, promote, summaries) ----
+
+
+def list_searches(client: MlflowClient, exp_id: str) -> pd.DataFrame:
+    """One row per search (parent run): name, run id, status, start time, trial counts."""
+    import pandas as pd
+
+    runs = client.search_runs([exp_id], f"tags.`{KIND}` = 'search'", max_results=5000)
+    rows = [
+        {
+            "search": r.data.tags.get(SEARCH, r.info.run_name),
+            "run_id": r.info.run_id,
+            "status": r.info.status,
+            "start_time": pd.to_datetime(r.info.start_time, unit="ms"),
+            "objectives": r.data.tags.get("mixmo.objectives", "[]"),
+            **{k: v for k, v in r.data.metrics.items() if k.startswith("trials/")},
+        }
+        for r in runs
+    ]
+    return pd.DataFrame(rows)
+
+
+def load_trials(client: MlflowClient, exp_id: str, parent_id: str) -> pd.DataFrame:
+    """One row per trial: run id, trial id, status, params (`param.*`), latest metrics."""
+    import pandas as pd
+
+    runs = client.search_runs([exp_id], f"tags.`{PARENT}` = '{parent_id}'", max_results=50000)
+    rows = []
+    for r in runs:
+        row = {
+            "run_id": r.info.run_id,
+            "trial_id": r.data.tags.get(TRIAL_ID, r.info.run_name),
+            "status": r.data.tags.get(STATUS, r.info.status.lower()),
+            "error": r.data.tags.get(ERROR, ""),
+            "pareto": r.data.tags.get(PARETO) == "true",
+            "start_time": pd.to_datetime(r.info.start_time, unit="ms"),
+        }
+        row.update({f"param.{k}": _parse(v) for k, v in r.data.params.items()})
+        row.update(r.data.metrics)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary_json(summary: dict[str, Any]) -> str:
+    return json.dumps(summary, indent=2, sort_keys=True, default=str)
+
+
+def _parse(value: str) -> Any:
+    """MLflow stores params as strings; give numbers and booleans back their type."""
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(value, value)
