@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
+    from mixmo_search.predictions import Predictions
+
 EXPERIMENT = "mixmo-search"
 KIND, SEARCH, TRIAL_ID, STATUS, ERROR, PARETO = (
     "mixmo.kind", "mixmo.search", "mixmo.trial_id", "mixmo.status", "mixmo.error",
@@ -155,7 +157,8 @@ def set_status(
 
 
 def list_searches(client: MlflowClient, exp_id: str) -> pd.DataFrame:
-    """One row per search (parent run): name, run id, status, start time, trial counts."""
+    """One row per search (parent run): name, run id, status, start time, trial counts and, once
+    it ended, its best trial and that trial's objectives (`final/*`)."""
     import pandas as pd
 
     runs = client.search_runs([exp_id], f"tags.`{KIND}` = 'search'", max_results=5000)
@@ -166,7 +169,8 @@ def list_searches(client: MlflowClient, exp_id: str) -> pd.DataFrame:
             "status": r.info.status,
             "start_time": pd.to_datetime(r.info.start_time, unit="ms"),
             "objectives": r.data.tags.get("mixmo.objectives", "[]"),
-            **{k: v for k, v in r.data.metrics.items() if k.startswith("trials/")},
+            "best_trial": r.data.tags.get("mixmo.best_trial", ""),
+            **{k: v for k, v in r.data.metrics.items() if k.startswith(("trials/", "final/"))},
         }
         for r in runs
     ]
@@ -177,7 +181,9 @@ def load_trials(client: MlflowClient, exp_id: str, parent_id: str) -> pd.DataFra
     """One row per trial: run id, trial id, status, params (`param.*`), latest metrics."""
     import pandas as pd
 
-    runs = client.search_runs([exp_id], f"tags.`{PARENT}` = '{parent_id}'", max_results=50000)
+    # a search's other child runs (promotions) are not trials
+    query = f"tags.`{PARENT}` = '{parent_id}' and tags.`{KIND}` = 'trial'"
+    runs = client.search_runs([exp_id], query, max_results=50000)
     rows = []
     for r in runs:
         row = {
@@ -192,6 +198,61 @@ def load_trials(client: MlflowClient, exp_id: str, parent_id: str) -> pd.DataFra
         row.update(r.data.metrics)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def metric_histories(client: MlflowClient, run_ids: list[str], keys: list[str]) -> pd.DataFrame:
+    """Every logged value of `keys` in `run_ids`: columns run_id, metric, step, value."""
+    import pandas as pd
+
+    rows = [
+        (run_id, key, m.step, m.value)
+        for run_id in run_ids
+        for key in keys
+        for m in client.get_metric_history(run_id, key)
+    ]
+    frame = pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
+    return frame.sort_values(["run_id", "metric", "step"], ignore_index=True)
+
+
+def download_predictions(client: MlflowClient, run_id: str, split: str) -> Predictions:
+    """A finished trial's stored predictions `predictions/{split}.npz`."""
+    import tempfile
+
+    from mixmo_search.predictions import load_predictions
+
+    artifact = f"predictions/{split}.npz"
+    with tempfile.TemporaryDirectory(prefix="mixmo-predictions-") as folder:
+        try:
+            path = client.download_artifacts(run_id, artifact, folder)
+        except Exception as err:  # noqa: BLE001 - MLflow raises several types for "missing"
+            raise TrackingError(
+                f"run {run_id} has no artifact {artifact} ({type(err).__name__}); only "
+                "finished trials store predictions: pick finished trials"
+            ) from None
+        return load_predictions(path)
+
+
+def search_run_id(client: MlflowClient, exp_id: str, name: str) -> str:
+    """The parent run of search `name` (the latest of that name), or an error naming the others."""
+    run_id = find_search_run(client, exp_id, name)
+    if run_id is None:
+        known = sorted(set(list_searches(client, exp_id).get("search", [])))
+        raise TrackingError(
+            f"no search named {name!r} in the MLflow store {client.tracking_uri!r}; "
+            f"known searches: {', '.join(known) or 'none (run python -m mixmo_search.tune)'}"
+        )
+    return run_id
+
+
+def download_artifact(client: MlflowClient, run_id: str, path: str, dst: str | Path) -> Path:
+    """Download one artifact of a run into the folder `dst`; a clear error if it is missing."""
+    try:
+        return Path(client.download_artifacts(run_id, path, str(dst)))
+    except Exception as err:  # noqa: BLE001 - a missing file and a broken store read the same
+        raise TrackingError(
+            f"run {run_id} has no readable artifact {path!r} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]}); only finished trials keep their checkpoint"
+        ) from None
 
 
 def summary_json(summary: dict[str, Any]) -> str:

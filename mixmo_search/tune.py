@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     summary = run_search(plan)
     print_summary(summary, plan)
+    if summary["interrupted"]:
+        raise SystemExit(130)  # the shell's code for Ctrl-C
 
 
 def _fixed_trial(space):

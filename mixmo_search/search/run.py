@@ -11,6 +11,7 @@ import hashlib
 import math
 import os
 import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,8 @@ def make_plan(
         raise UserError(f"--gpus must be >= 0 and --cpus > 0; got {gpus_total}, {cpus_total}")
     gpus_per_trial = space.resources.gpus if gpus_total > 0 else 0.0
     cpus_per_trial = space.resources.cpus
+    if cpus is None and address is None:
+        cpus_per_trial = min(cpus_per_trial, cpus_total)  # a smaller machine: fewer threads
     if gpus_per_trial > gpus_total:
         raise UserError(
             f"{space.path}: `resources.gpus` asks {gpus_per_trial:g} GPU a trial but the "
@@ -194,15 +197,21 @@ def run_search(plan: SearchPlan) -> dict[str, Any]:
                 indent=2,
             )  # fmt: skip
         )
-    interrupted = True
+    started = time.monotonic()
+    statuses: list[str] = []
     try:
         statuses = _run_tune(plan, exp_id, parent_id)
-        interrupted = any(s not in ("TERMINATED", "ERROR") for s in statuses)
+    except KeyboardInterrupt:
+        pass
     finally:
-        if interrupted:
+        interrupted = _was_interrupted(plan, statuses, time.monotonic() - started)
+        if interrupted:  # also on a crash: leave nothing RUNNING; --resume reopens them
             _mark_interrupted(client, exp_id, parent_id)
     summary = summarize(client, exp_id, parent_id, plan.space)
+    summary["interrupted"] = interrupted
     client.log_text(parent_id, tracking.summary_json(summary), "summary.json")
+    if interrupted:
+        return summary
     tracking.log_metrics(
         client, parent_id, {f"trials/{k}": v for k, v in summary["counts"].items()}, step=0
     )
@@ -345,6 +354,14 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
         return _statuses(plan)
     finally:
         ray.shutdown()
+
+
+def _was_interrupted(plan: SearchPlan, statuses: list[str], elapsed: float) -> bool:
+    """Stopped before its budget: a trial left unfinished, or fewer trials than asked."""
+    if not statuses or any(s not in ("TERMINATED", "ERROR") for s in statuses):
+        return True
+    out_of_time = plan.time_s is not None and elapsed >= plan.time_s
+    return plan.trials is not None and len(statuses) < plan.trials and not out_of_time
 
 
 def _statuses(plan: SearchPlan) -> list[str]:

@@ -32,7 +32,8 @@ def format_summary(summary: dict[str, Any], plan: SearchPlan) -> str:
         f"  MLflow UI:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1",
         f"  Optuna:     optuna-dashboard sqlite:///{plan.path / 'optuna.db'}",
     ]
-    if counts["interrupted"]:
+    if summary.get("interrupted"):
+        lines.insert(2, "the search was interrupted before its budget; resume it as below")
         lines.append(
             f"  resume:     python -m mixmo_search.tune --space {plan.space.path} "
             f"--name {plan.name} --resume"

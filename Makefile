@@ -1,0 +1,28 @@
+# The two set-up commands of the README: `make run` (the main job on an embedded default:
+# a real search on the CPU with local Ray and a SQLite MLflow store) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: run test lint bench dashboard
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m mixmo_search.tune --space search_spaces/quickstart.yaml --gpus 0
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/train_throughput.py
+
+dashboard: $(VENV)/.installed
+	$(VENV)/bin/streamlit run app/dashboard.py --server.address 127.0.0.1

@@ -1,0 +1,1 @@
+"""The Streamlit dashboard: `streamlit run app/dashboard.py` (pages in app/views/)."""

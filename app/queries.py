@@ -1,0 +1,333 @@
+"""The dashboard's data: cached loaders and the frames the pages show (compute, then render).
+
+Loaders take plain values (URI, ids) so Streamlit can cache them and read the store through
+`mixmo_search.tracking` only. A first render costs one `search_runs` call for the searches
+and one for the chosen search's trials; metric histories and stored predictions load on
+demand, for the trials a page shows. The other functions are pure, on the trials frame.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import streamlit as st
+
+from mixmo_search import tracking
+from mixmo_search.search.pareto import pareto_front
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from mixmo_search.predictions import Predictions
+
+SEARCHES_TTL_S = 30  # a new search shows up in the picker within this time
+TRIALS_TTL_S = 120  # a running search clears this cache itself on every refresh
+HISTORY_TTL_S = 60  # learning curves of running trials grow by one epoch at a time
+BASE_COLUMNS = ("run_id", "trial_id", "status", "error", "pareto", "start_time", "has_final")
+STATUSES = ("finished", "pruned", "running", "failed", "interrupted")
+KEY_METRICS = ("val/acc", "val/nll", "val/ece", "val/disagreement", "test/acc", "test/nll")
+# Metric names ending with one of these are better when larger; all others when smaller.
+_MAXIMISED = ("acc", "top5", "disagreement", "ratio_error", "member_acc_mean", "slots_per_s")
+_SPLIT_ORDER = {"val": 0, "test": 1, "train": 2}
+EVALUATORS = {"fANOVA": "FanovaImportanceEvaluator",
+              "mean decrease impurity": "MeanDecreaseImpurityImportanceEvaluator"}  # fmt: skip
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A checked client; a missing SQLite file is reported, not created (the dashboard reads)."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise tracking.TrackingError(
+                f"no MLflow store at {path}: run a search first (python -m mixmo_search.tune "
+                f"--space search_spaces/quickstart.yaml --mlflow-uri {uri}), or enter the URI "
+                "of an existing store in the sidebar"
+            )
+    return tracking.connect(uri)
+
+
+@st.cache_data(ttl=SEARCHES_TTL_S, show_spinner=False)
+def searches(uri: str, experiment: str = tracking.EXPERIMENT) -> pd.DataFrame:
+    """The experiment's searches, newest first, with `experiment_id`, `best_metric`, `best`."""
+    client = open_store(uri)
+    exp_id = tracking.experiment_id(client, experiment, create=False)
+    frame = tracking.list_searches(client, exp_id)
+    if frame.empty:
+        return frame
+    frame["experiment_id"] = exp_id
+    frame["best_metric"] = [next(iter(objectives(o)), ("", ""))[0] for o in frame["objectives"]]
+    frame["best"] = [
+        row.get(f"final/{row['best_metric']}", math.nan) for row in frame.to_dict("records")
+    ]
+    return frame.sort_values("start_time", ascending=False, ignore_index=True)
+
+
+def objectives(text: str) -> dict[str, str]:
+    """{metric: mode} of a search's `mixmo.objectives` tag, in the search's order."""
+    return {o["metric"]: o["mode"] for o in json.loads(text or "[]")}
+
+
+def search_label(search: Mapping[str, Any]) -> str:
+    """One line for the picker: name, status, trial count, best objective, start time."""
+    parts = [str(search["search"]), str(search["status"]).lower()]
+    total = search.get("trials/total", math.nan)
+    if total == total:  # NaN until the search ends and logs its counts
+        parts.append(f"{int(total)} trials")
+    if search.get("best") == search.get("best"):
+        parts.append(f"best {search['best_metric']} {search['best']:.4f}")
+    parts.append(f"{search['start_time']:%Y-%m-%d %H:%M}")
+    return " · ".join(parts)
+
+
+@st.cache_data(ttl=TRIALS_TTL_S, show_spinner=False)
+def trials(uri: str, exp_id: str, search_id: str) -> pd.DataFrame:
+    """The search's trials, one row each, with reported metrics (see `reported_metrics`)."""
+    return reported_metrics(tracking.load_trials(open_store(uri), exp_id, search_id))
+
+
+def reported_metrics(raw: pd.DataFrame) -> pd.DataFrame:
+    """Give each metric one value per trial: its best validation epoch's (`final/*`) when the
+    trial finished, else its last epoch's. `final/` is dropped from the names (`test/*` only
+    exist as final metrics); `has_final` says which a row holds."""
+    if raw.empty:
+        return pd.DataFrame(columns=list(BASE_COLUMNS))
+    finals = [c for c in raw.columns if c.startswith("final/")]
+    names = [c.removeprefix("final/") for c in finals]
+    reported = {
+        name: raw[final].combine_first(raw[name]) if name in raw else raw[final]
+        for name, final in zip(names, finals, strict=True)
+    }
+    frame = raw.drop(columns=finals + [n for n in names if n in raw])
+    frame = pd.concat([frame, pd.DataFrame(reported, index=raw.index)], axis=1)
+    frame["has_final"] = raw[finals].notna().any(axis=1) if finals else False
+    params = sorted(c for c in frame.columns if c.startswith("param."))
+    metrics = metric_columns(frame)
+    return frame[[*BASE_COLUMNS, *params, *metrics]]
+
+
+def metric_columns(trials: pd.DataFrame) -> list[str]:
+    """The metric columns: validation first, then test, train, and the rest, by name."""
+    names = [c for c in trials.columns if c not in BASE_COLUMNS and not c.startswith("param.")]
+
+    def order(name: str) -> tuple[int, str]:
+        return _SPLIT_ORDER.get(name.split("/")[0], len(_SPLIT_ORDER)), name
+
+    return sorted(names, key=order)
+
+
+def epoch_metrics(trials: pd.DataFrame) -> list[str]:
+    """Metrics logged every epoch: all but the final-only test metrics and best epoch."""
+    return [m for m in metric_columns(trials) if not m.startswith("test/") and m != "best_epoch"]
+
+
+def metric_mode(name: str, search_objectives: Mapping[str, str]) -> str:
+    """"max" or "min": the search's mode for an objective, else guessed from the name."""
+    if name in search_objectives:
+        return search_objectives[name]
+    return "max" if name.split("/")[-1].startswith(_MAXIMISED) else "min"
+
+
+def searched_params(trials: pd.DataFrame) -> list[str]:
+    """The `param.*` columns the sampler chose, from each trial's `searched` param."""
+    keys: set[str] = set()
+    for value in trials.get("param.searched", pd.Series(dtype=object)).dropna():
+        keys.update(ast.literal_eval(value) if isinstance(value, str) else [])
+    return [f"param.{k}" for k in sorted(keys) if f"param.{k}" in trials.columns]
+
+
+def front_run_ids(
+    trials: pd.DataFrame, metrics: Sequence[str], modes: Sequence[str]
+) -> list[str]:
+    """Run ids of the finished trials that no other finished trial dominates on `metrics`."""
+    finished = trials[trials["status"] == "finished"]
+    rows = finished.reindex(columns=list(metrics)).to_dict("records")
+    return finished["run_id"].iloc[pareto_front(rows, metrics, modes)].tolist()
+
+
+def filter_options(trials: pd.DataFrame, column: str) -> list[Any] | tuple[float, float]:
+    """The values to offer as a filter: a (low, high) range for a numeric column with many
+    values, else the distinct values."""
+    values = trials[column].dropna()
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if numeric and values.nunique() > 6:
+        return float(values.min()), float(values.max())
+    return sorted(values.unique().tolist(), key=str)
+
+
+def filter_trials(
+    trials: pd.DataFrame,
+    *,
+    statuses: Sequence[str],
+    choices: Mapping[str, Sequence[Any]] | None = None,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> pd.DataFrame:
+    """The trials with one of `statuses`, a value in `choices[column]` and within
+    `ranges[column]` (inclusive) for every filtered column."""
+    keep = trials["status"].isin(statuses)
+    for column, allowed in (choices or {}).items():
+        keep &= trials[column].isin(list(allowed))
+    for column, (low, high) in (ranges or {}).items():
+        keep &= trials[column].between(low, high)
+    return trials[keep]
+
+
+def run_url(ui_base: str, exp_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI served at `ui_base`."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
+
+
+def trials_table(
+    trials: pd.DataFrame, *, params: Sequence[str], metrics: Sequence[str], exp_id: str,
+    ui_base: str,
+) -> pd.DataFrame:  # fmt: skip
+    """The trials table: id, status, Pareto flag, params (short names), metrics, MLflow link."""
+    table = trials.reindex(columns=["trial_id", "status", "pareto", *params, *metrics])
+    table = table.rename(columns={p: p.removeprefix("param.") for p in params})
+    table["start_time"] = trials["start_time"]
+    table["mlflow"] = [run_url(ui_base, exp_id, run_id) for run_id in trials["run_id"]]
+    return table.reset_index(drop=True)
+
+
+def param_importances(
+    trials: pd.DataFrame, params: Sequence[str], target: str, mode: str, *,
+    evaluator: str = "fANOVA",
+) -> pd.DataFrame:  # fmt: skip
+    """Optuna's importance of each varying parameter for `target`, over finished trials.
+
+    The trials are replayed into an in-memory study (distributions inferred from the values).
+    Empty when fewer than 2 finished trials have `target` or no parameter varies.
+    """
+    import optuna
+
+    finished = trials[(trials["status"] == "finished") & trials[target].notna()]
+    varying = [p for p in params if finished[p].nunique(dropna=True) > 1]
+    if len(finished) < 2 or not varying:
+        return pd.DataFrame({"param": [], "importance": []})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    distributions = {p: _distribution(finished[p].dropna()) for p in varying}
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for row in finished.to_dict("records"):
+        values = {p: _plain(row[p]) for p in varying if row[p] == row[p]}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=values,
+                distributions={p: distributions[p] for p in values},
+                value=float(row[target]),
+            )
+        )
+    scorer = getattr(optuna.importance, EVALUATORS[evaluator])(seed=0)
+    scores = optuna.importance.get_param_importances(study, evaluator=scorer)
+    return pd.DataFrame({"param": list(scores), "importance": list(scores.values())})
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value Optuna distributions accept."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _distribution(values: pd.Series) -> Any:
+    """The Optuna distribution a parameter's observed values imply."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+        return CategoricalDistribution(sorted({_plain(v) for v in values}, key=str))
+    low, high = _plain(values.min()), _plain(values.max())
+    if pd.api.types.is_integer_dtype(values):
+        return IntDistribution(int(low), int(high))
+    return FloatDistribution(float(low), float(high), log=low > 0 and high / low >= 100)
+
+
+def param_differences(trials: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
+    """The parameters on which the trials `run_ids` differ: one row each, a column a trial."""
+    picked = _picked(trials, run_ids)
+    params = [c for c in trials.columns if c.startswith("param.") and c != "param.searched"]
+    table = picked[params].T.astype(str)
+    table = table[table.nunique(axis=1) > 1]
+    return table.rename(index=lambda p: p.removeprefix("param."))
+
+
+def metric_comparison(
+    trials: pd.DataFrame, run_ids: Sequence[str], metrics: Sequence[str]
+) -> pd.DataFrame:
+    """`metrics` of the trials `run_ids`: one row per metric, one column per trial."""
+    return _picked(trials, run_ids).reindex(columns=list(metrics)).T
+
+
+def member_accuracies(trials: pd.DataFrame, run_ids: Sequence[str], split: str) -> pd.DataFrame:
+    """Long frame (trial, member, acc) of each head's accuracy on `split`."""
+    picked = _picked(trials, run_ids)
+    columns = [c for c in picked.columns if c.startswith(f"{split}/acc_member")]
+    long = picked[columns].rename_axis("trial").reset_index()
+    long = long.melt(id_vars="trial", var_name="member", value_name="acc").dropna()
+    long["member"] = long["member"].str.removeprefix(f"{split}/acc_")
+    return long
+
+
+def calibration(trials: pd.DataFrame, run_ids: Sequence[str], split: str) -> pd.DataFrame:
+    """Long frame (trial, metric, scaling, value): NLL and ECE before and after temperature
+    scaling (the test split uses the validation temperature)."""
+    picked = _picked(trials, run_ids)
+    rows = [
+        {"trial": trial, "metric": metric, "scaling": scaling, "value": row.get(column)}
+        for trial, row in picked.iterrows()
+        for metric in ("nll", "ece")
+        for scaling, column in (("before", f"{split}/{metric}"), ("after", f"{split}/{metric}_ts"))
+    ]
+    return pd.DataFrame(rows, columns=["trial", "metric", "scaling", "value"]).dropna()
+
+
+def _picked(trials: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
+    """The rows of `run_ids`, in that order, indexed by trial id."""
+    return trials.set_index("run_id").loc[list(run_ids)].set_index("trial_id")
+
+
+@st.cache_data(ttl=HISTORY_TTL_S, show_spinner=False)
+def histories(uri: str, run_ids: tuple[str, ...], metrics: tuple[str, ...]) -> pd.DataFrame:
+    """Per-epoch values (run_id, metric, step, value) of `metrics` for `run_ids`."""
+    return tracking.metric_histories(open_store(uri), list(run_ids), list(metrics))
+
+
+@st.cache_resource(show_spinner=False, max_entries=1024)
+def predictions(uri: str, run_id: str, split: str) -> Predictions:
+    """A finished trial's stored predictions (immutable, so cached without expiry)."""
+    return tracking.download_predictions(open_store(uri), run_id, split)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def ensemble(uri: str, run_ids: tuple[str, ...], labels: tuple[str, ...]) -> pd.DataFrame:
+    """Validation and test metrics of each trial alone and of their ensemble (beyond the
+    paper): one row each, labelled by `labels` and "ensemble"."""
+    from mixmo_search.ensembles import evaluate_ensemble
+
+    val = [predictions(uri, run_id, "val") for run_id in run_ids]
+    test = [predictions(uri, run_id, "test") for run_id in run_ids]
+    rows = {label: evaluate_ensemble([v], [t]) for label, v, t in zip(labels, val, test, strict=True)}
+    rows["ensemble"] = evaluate_ensemble(val, test)
+    return pd.DataFrame(rows).T
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def greedy(uri: str, run_ids: tuple[str, ...], k: int, metric: str) -> pd.DataFrame:
+    """Greedy forward selection of a k-trial ensemble on validation (beyond the paper): one
+    row per step with the added run and the ensemble's validation and test metrics."""
+    from mixmo_search.ensembles import evaluate_ensemble, greedy_selection
+
+    val = [predictions(uri, run_id, "val") for run_id in run_ids]
+    path = greedy_selection(val, k=k, metric=metric)
+    rows = []
+    for size in range(1, k + 1):
+        chosen = path.order[:size]
+        test = [predictions(uri, run_ids[i], "test") for i in chosen]
+        scores = evaluate_ensemble([val[i] for i in chosen], test)
+        rows.append({"size": size, "run_id": run_ids[chosen[-1]], **scores})
+    return pd.DataFrame(rows)

@@ -1,0 +1,476 @@
+"""Promote a search's best trial to a registered MLflow model, and move an alias to it.
+
+    python -m mixmo_search.promote --search NAME [--policy best-accuracy] [--alias champion]
+
+A policy picks one *finished* trial on its validation metrics (`final/val/*`; test never
+selects). The trial's network is rebuilt from its params and `checkpoint/best.pt` and
+re-evaluated on the test split, which checks that the trainer's `final/test/acc` still
+reproduces. It is then logged as a pyfunc model (see `registry.py`) in a new child run of the
+search (tag `mixmo.kind=promotion`), registered as a new version of `--model-name` (default
+`mixmo-<search>`), tagged with its lineage and metrics, and given the alias.
+
+The model lives in its own run, not the trial's: trial runs stay as the trainer closed them,
+a trial can be promoted twice (to two names) without reopening it, and the promotion run
+holds the re-measured test metrics next to the model. `mixmo.trial_run_id` links the trial.
+
+A current alias holder that is better on the policy's metrics (for `pareto-knee`: one that
+dominates the candidate on both) is kept unless `--force`. `plan_promotion` makes every check
+and writes nothing: the dashboard shows its plan for confirmation, then calls `promote`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mixmo_search import tracking
+from mixmo_search.errors import UserError, exit_on_user_error
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from mixmo_search.config import TrainConfig
+
+
+class PromoteError(UserError):
+    """A promotion request that cannot be carried out as asked."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How to pick a trial: the validation metrics it ranks on and their directions."""
+
+    name: str
+    metrics: tuple[str, ...]
+    modes: tuple[str, ...]
+    help: str
+
+
+POLICIES = {
+    p.name: p
+    for p in (
+        Policy("best-accuracy", ("val/acc",), ("max",), "highest validation accuracy"),
+        Policy("best-nll", ("val/nll",), ("min",), "lowest validation NLL"),
+        Policy(
+            "best-diversity", ("val/disagreement",), ("max",),
+            "highest validation disagreement among trials with val/acc >= --min-acc",
+        ),
+        Policy(
+            "pareto-knee", ("val/acc", "val/disagreement"), ("max", "max"),
+            "knee of the validation accuracy-disagreement Pareto front",
+        ),
+    )
+}  # fmt: skip
+ALIAS_RULE = re.compile(r"[A-Za-z0-9_-]{1,255}")  # MLflow's alias characters
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A finished trial: its ids and final validation and test metrics (`val/acc`, ...)."""
+
+    trial_id: str
+    run_id: str
+    val: dict[str, float]
+    test: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The model version that holds the alias now, with the metrics tagged on it."""
+
+    version: str
+    trial_id: str
+    val: dict[str, float]
+
+
+@dataclass(frozen=True)
+class PromotionPlan:
+    """Everything `promote` will do, checked; `refusal` says why it would keep the holder."""
+
+    tracking_uri: str
+    experiment_id: str
+    search: str
+    parent_run_id: str
+    policy: Policy
+    min_acc: float | None
+    chosen_by: str  # "policy", or "trial" when --trial named it
+    trial: Trial
+    model_name: str
+    alias: str
+    holder: Holder | None
+    refusal: str | None
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A registered, aliased model version and how it was chosen and checked."""
+
+    model_name: str
+    version: str
+    alias: str
+    model_uri: str  # models:/NAME@ALIAS
+    search: str
+    trial_id: str
+    trial_run_id: str
+    promotion_run_id: str
+    policy: str
+    val_metrics: dict[str, float]
+    test_acc_logged: float  # the trainer's final/test/acc
+    test_acc_measured: float  # re-evaluated here from the checkpoint
+    replaced_version: str | None
+    warnings: tuple[str, ...]
+
+
+def plan_promotion(
+    search: str,
+    *,
+    policy: str = "best-accuracy",
+    alias: str = "champion",
+    model_name: str | None = None,
+    trial: str | None = None,
+    min_acc: float | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = tracking.EXPERIMENT,
+) -> PromotionPlan:
+    """Check a promotion request against the store and pick its trial; writes nothing."""
+    chosen_policy = _check_request(policy, alias, min_acc)
+    model_name = model_name or f"mixmo-{search}"
+    _check_model_name(model_name)
+    tracking_uri = tracking_uri or tracking.default_tracking_uri()
+    client = tracking.connect(tracking_uri)
+    exp_id = tracking.experiment_id(client, experiment, create=False)
+    parent_id = tracking.search_run_id(client, exp_id, search)
+    finished = finished_trials(client, exp_id, parent_id, search)
+    if trial is None:
+        chosen = select_trial(finished, chosen_policy, min_acc=min_acc, search=search)
+    else:
+        chosen = _named_trial(finished, trial, search)
+    holder = _holder(client, model_name, alias)
+    refusal = None
+    if holder is not None:
+        refusal = _refusal(chosen_policy, min_acc, chosen, holder, model_name, alias)
+    return PromotionPlan(
+        tracking_uri, exp_id, search, parent_id, chosen_policy, min_acc,
+        "policy" if trial is None else "trial", chosen, model_name, alias, holder, refusal,
+    )  # fmt: skip
+
+
+def promote(
+    search: str,
+    *,
+    policy: str = "best-accuracy",
+    alias: str = "champion",
+    model_name: str | None = None,
+    trial: str | None = None,
+    min_acc: float | None = None,
+    force: bool = False,
+    tracking_uri: str | None = None,
+    experiment: str = tracking.EXPERIMENT,
+    device: str = "auto",
+) -> Promotion:
+    """Plan, check on the test split, log, register, tag and alias (the CLI's code path)."""
+    plan = plan_promotion(
+        search, policy=policy, alias=alias, model_name=model_name, trial=trial,
+        min_acc=min_acc, tracking_uri=tracking_uri, experiment=experiment,
+    )  # fmt: skip
+    if plan.refusal and not force:
+        raise PromoteError(plan.refusal)
+    return _carry_out(plan, device)
+
+
+def finished_trials(client: MlflowClient, exp_id: str, parent_id: str, search: str) -> list[Trial]:
+    """The search's finished trials (sorted by trial id), or an error saying what there is."""
+    rows = tracking.load_trials(client, exp_id, parent_id)
+    records = rows.to_dict("records") if len(rows) else []
+    finished = [
+        Trial(
+            str(r["trial_id"]),
+            r["run_id"],
+            _metrics(r, "final/val/"),
+            _metrics(r, "final/test/"),
+        )
+        for r in records
+        if r["status"] == "finished"
+    ]
+    if not finished:
+        counts = {s: sum(r["status"] == s for r in records) for s in {r["status"] for r in records}}
+        seen = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
+        raise PromoteError(
+            f"search {search!r} has no finished trial ({seen}); only finished trials have a "
+            "best checkpoint to promote: wait for the search, or resume it with --resume"
+        )
+    return sorted(finished, key=lambda t: t.trial_id)
+
+
+def select_trial(
+    trials: list[Trial], policy: Policy, *, min_acc: float | None = None, search: str = ""
+) -> Trial:
+    """The trial `policy` picks on validation metrics; ties go to the smallest trial id."""
+    from mixmo_search.search.pareto import knee_point
+
+    eligible = [t for t in trials if min_acc is None or t.val.get("val/acc", -1.0) >= min_acc]
+    if not eligible:
+        best = max(t.val.get("val/acc", float("nan")) for t in trials)
+        raise PromoteError(
+            f"no finished trial of search {search!r} has val/acc >= --min-acc {min_acc} "
+            f"(the best has {best:.4f}); lower --min-acc"
+        )
+    try:
+        # one metric: the front is the best value(s), and the knee its first row
+        return eligible[knee_point([t.val for t in eligible], policy.metrics, policy.modes)]
+    except ValueError:
+        raise PromoteError(
+            f"no finished trial of search {search!r} has the metrics {list(policy.metrics)} "
+            f"that policy {policy.name!r} ranks on; choose another --policy"
+        ) from None
+
+
+def trial_config(params: dict[str, str]) -> TrainConfig:
+    """The trial's TrainConfig, rebuilt from its MLflow params (`section.key` strings)."""
+    from mixmo_search.config import SECTIONS, resolve_config
+
+    values = {k: v for k, v in params.items() if k.split(".", 1)[0] in SECTIONS and "." in k}
+    return resolve_config(overrides=values, source="trial params")
+
+
+def _check_request(policy: str, alias: str, min_acc: float | None) -> Policy:
+    if policy not in POLICIES:
+        raise PromoteError(f"unknown policy {policy!r}; choose one of: {', '.join(POLICIES)}")
+    if policy == "best-diversity" and min_acc is None:
+        raise PromoteError(
+            "policy best-diversity needs --min-acc (e.g. --min-acc 0.9): the most diverse "
+            "members are often the least accurate"
+        )
+    if min_acc is not None and not 0.0 <= min_acc <= 1.0:
+        raise PromoteError(f"--min-acc is a validation accuracy in [0, 1]; got {min_acc}")
+    if not ALIAS_RULE.fullmatch(alias) or alias == "latest" or re.fullmatch(r"v\d+", alias):
+        raise PromoteError(
+            f"alias {alias!r} is not allowed: use letters, digits, _ and -, and not `latest` "
+            "or v<number> (MLflow reserves them), e.g. --alias champion"
+        )
+    return POLICIES[policy]
+
+
+def _check_model_name(model_name: str) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(model_name)  # MLflow's own rule, checked before anything is written
+    except MlflowException as err:
+        raise PromoteError(f"--model-name {model_name!r}: {err.message}") from None
+
+
+def _named_trial(finished: list[Trial], trial_id: str, search: str) -> Trial:
+    for trial in finished:
+        if trial.trial_id == trial_id:
+            return trial
+    raise PromoteError(
+        f"search {search!r} has no finished trial {trial_id!r}; finished trials: "
+        f"{', '.join(t.trial_id for t in finished)}"
+    )
+
+
+def _metrics(row: dict[str, Any], prefix: str) -> dict[str, float]:
+    """`final/val/acc` -> `val/acc`, dropping NaN (metrics this trial never logged)."""
+    return {
+        k.removeprefix("final/"): float(v)
+        for k, v in row.items()
+        if k.startswith(prefix) and isinstance(v, int | float) and not math.isnan(v)
+    }
+
+
+def _holder(client: MlflowClient, model_name: str, alias: str) -> Holder | None:
+    from mixmo_search.registry import alias_holder
+
+    version = alias_holder(client, model_name, alias)
+    if version is None:
+        return None
+    val = {}
+    for key, value in version.tags.items():
+        if key.startswith("val/"):
+            try:
+                val[key] = float(value)
+            except ValueError:
+                pass  # a hand-written tag: not a metric to compare on
+    return Holder(version.version, version.tags.get("mixmo.trial_id", "?"), val)
+
+
+def _refusal(
+    policy: Policy, min_acc: float | None, trial: Trial, holder: Holder, model: str, alias: str
+) -> str | None:
+    """Why the holder stays (it is better on the policy's metrics), or None."""
+    from mixmo_search.search.pareto import pareto_front
+
+    where = f"alias {alias!r} of {model!r} is held by version {holder.version}"
+    missing = [m for m in policy.metrics if m not in holder.val]
+    if missing:
+        return (
+            f"{where}, which has no {', '.join(missing)} tag to compare on (it was not "
+            "promoted by mixmo_search.promote); pass --force to replace it"
+        )
+    if min_acc is not None and holder.val.get("val/acc", -1.0) < min_acc:
+        return None  # the holder breaks the constraint the policy now asks for
+    if pareto_front([trial.val, holder.val], policy.metrics, policy.modes) != [1]:
+        return None
+    return (
+        f"{where} (trial {holder.trial_id}: {_shown(holder.val, policy)}), which is better on "
+        f"policy {policy.name} than trial {trial.trial_id} ({_shown(trial.val, policy)}); "
+        "pass --force to replace it"
+    )
+
+
+def _shown(metrics: dict[str, float], policy: Policy) -> str:
+    return ", ".join(f"{m} {metrics[m]:.4f}" for m in policy.metrics if m in metrics)
+
+
+def _carry_out(plan: PromotionPlan, device: str) -> Promotion:
+    """Rebuild and re-test the network (still writing nothing), then log, register, alias."""
+    import torch
+
+    from mixmo_search.checkpoint import code_revision
+    from mixmo_search.datasets import load_dataset
+    from mixmo_search.metrics import evaluate
+    from mixmo_search.registry import (
+        PROMOTED_TRIAL, PROMOTION, InputFormat, build_network, log_network, register,
+    )  # fmt: skip
+    from mixmo_search.train import predict, resolve_device
+
+    client = tracking.connect(plan.tracking_uri)
+    trial = plan.trial
+    params = client.get_run(trial.run_id).data.params
+    cfg = trial_config(params)
+    with tempfile.TemporaryDirectory() as tmp:
+        best = tracking.download_artifact(client, trial.run_id, "checkpoint/best.pt", tmp)
+        state = torch.load(best, map_location="cpu", weights_only=True)
+    ds = load_dataset(cfg.data)
+    input_format = InputFormat(ds.in_channels, ds.image_size, ds.num_classes, ds.mean, ds.std)
+    network = build_network(cfg, input_format, state["model"], resolve_device(device))
+
+    # the trainer scored test with the validation temperature; so do we, to compare like with like
+    logits = predict(network.model, ds.test.images.to(network.normalize.scale.device),
+                     network.normalize, cfg.run.eval_batch_size)  # fmt: skip
+    measured = evaluate(
+        logits, ds.test.labels, prefix="test", temperature=trial.val.get("val/temperature")
+    )
+    warnings = _test_check(trial, measured["test/acc"], len(ds.test))
+
+    # writes start here: every check above has passed
+    parent = client.get_run(plan.parent_run_id).data.tags
+    run = client.create_run(
+        plan.experiment_id,
+        run_name=f"promote-{trial.trial_id}",
+        tags={
+            tracking.PARENT: plan.parent_run_id, tracking.KIND: PROMOTION,
+            tracking.SEARCH: plan.search, PROMOTED_TRIAL: trial.trial_id,
+            "mixmo.trial_run_id": trial.run_id, "mixmo.policy": plan.policy.name,
+        },
+    )  # fmt: skip
+    run_id = run.info.run_id
+    tracking.log_params(client, run_id, params)
+    tracking.log_metrics(client, run_id, measured, step=0)
+    info = log_network(client, run_id, network, ds.test.images[:2])
+    tags = {
+        "mixmo.search": plan.search,
+        "mixmo.trial_id": trial.trial_id,
+        "mixmo.trial_run_id": trial.run_id,
+        "mixmo.policy": plan.policy.name,
+        "mixmo.chosen_by": plan.chosen_by,
+        "mixmo.space_digest": parent.get("mixmo.space_digest", "unknown"),
+        "mixmo.code_revision": parent.get("mixmo.code_revision", "unknown"),
+        "mixmo.promote_code_revision": code_revision(),
+        **({"mixmo.min_acc": str(plan.min_acc)} if plan.min_acc is not None else {}),
+        **{k: repr(v) for k, v in {**trial.val, **trial.test}.items()},
+        "promote/test/acc": repr(measured["test/acc"]),
+    }
+    version = register(client, plan.model_name, info, run_id, tags)
+    client.set_registered_model_alias(plan.model_name, plan.alias, version.version)
+    return Promotion(
+        plan.model_name, version.version, plan.alias, f"models:/{plan.model_name}@{plan.alias}",
+        plan.search, trial.trial_id, trial.run_id, run_id, plan.policy.name, trial.val,
+        trial.test.get("test/acc", float("nan")), measured["test/acc"],
+        plan.holder.version if plan.holder else None, tuple(warnings),
+    )  # fmt: skip
+
+
+def _test_check(trial: Trial, measured_acc: float, n_test: int) -> list[str]:
+    """A warning unless the re-evaluated test accuracy counts as many correct images."""
+    logged = trial.test.get("test/acc")
+    if logged is None:
+        return [f"trial {trial.trial_id} logged no final/test/acc; the test check was skipped"]
+    if round(logged * n_test) == round(measured_acc * n_test):
+        return []
+    return [
+        f"test accuracy re-evaluated from trial {trial.trial_id}'s checkpoint is "
+        f"{measured_acc:.4f}, but the trainer logged {logged:.4f} on {n_test} images: the data, "
+        "the code or the device changed since training; check before relying on this model"
+    ]
+
+
+def _describe(plan: PromotionPlan) -> str:
+    trial = plan.trial
+    how = f"policy {plan.policy.name}" if plan.chosen_by == "policy" else "--trial"
+    return (
+        f"trial {trial.trial_id} of search {plan.search!r} ({how}: "
+        f"{_shown(trial.val, plan.policy)}; test/acc {trial.test.get('test/acc', math.nan):.4f})"
+    )
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m mixmo_search.promote",
+        description="Register a search's best trial in the MLflow model registry under an alias.",
+    )
+    parser.add_argument("--search", required=True, help="the search's name (tune --name)")
+    parser.add_argument(
+        "--policy",
+        default="best-accuracy",
+        help="how to pick the trial, on validation metrics: "
+        + "; ".join(f"{p.name}: {p.help}" for p in POLICIES.values()),
+    )
+    parser.add_argument("--trial", help="promote this finished trial id instead of the policy's")
+    parser.add_argument("--min-acc", type=float, help="only trials with val/acc >= this")
+    parser.add_argument("--alias", default="champion", help="alias to move (default champion)")
+    parser.add_argument("--model-name", help="registered model name (default mixmo-<search>)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an alias holder that is better"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="show the plan, write nothing")
+    parser.add_argument(
+        "--mlflow-uri", help="tracking and registry store (default $MLFLOW_TRACKING_URI, else "
+        "sqlite:///mlflow.db in the working directory)",
+    )  # fmt: skip
+    parser.add_argument("--experiment", default=tracking.EXPERIMENT)
+    args = parser.parse_args(argv)
+    request = dict(
+        policy=args.policy, alias=args.alias, model_name=args.model_name, trial=args.trial,
+        min_acc=args.min_acc, tracking_uri=args.mlflow_uri, experiment=args.experiment,
+    )  # fmt: skip
+    if args.dry_run:
+        plan = plan_promotion(args.search, **request)
+        print(f"would promote {_describe(plan)} to {plan.model_name}@{plan.alias}")
+        if plan.refusal:
+            print(f"and would refuse without --force: {plan.refusal}")
+        return
+    result = promote(args.search, force=args.force, **request)
+    for warning in result.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    was = f" (was version {result.replaced_version})" if result.replaced_version else ""
+    print(
+        f"promoted trial {result.trial_id} of search {result.search!r} ({result.policy}) as "
+        f"{result.model_name} version {result.version}, alias {result.alias}{was}\n"
+        f"test/acc: trainer {result.test_acc_logged:.4f}, re-evaluated "
+        f"{result.test_acc_measured:.4f}\n"
+        f"load it: python -m mixmo_search.predict --model {result.model_uri} --images DIR"
+    )
+
+
+if __name__ == "__main__":
+    main()

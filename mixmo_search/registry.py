@@ -1,0 +1,252 @@
+"""Promoted networks as MLflow models: the pyfunc wrapper, logging, registry writes, loading.
+
+A promoted network is logged as an `mlflow.pyfunc` model with two artifacts: `weights.pt`
+(the state dict) and `network.json` (the resolved TrainConfig plus the input format:
+channels, image size, classes, normalisation). The package's source travels inside the model
+(`code_paths`), so `mlflow.pyfunc.load_model` and `mlflow models serve` rebuild the network
+where mixmo_search is not installed. Python users call `load_network`, which reads the same two
+artifacts with the installed package and leaves `sys.path` alone.
+
+pyfunc input: float32 (N, C, H, W) raw pixels in [0, 255]; output: one row per image with the
+ensemble `class`, its softmax `confidence` and each member's class `vote_0` ... `vote_{M-1}`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.pyfunc import PythonModel
+from torch import Tensor
+
+from mixmo_search import tracking
+from mixmo_search.config import TrainConfig, resolve_config
+from mixmo_search.data import Normalizer
+from mixmo_search.metrics import ensemble_logits
+from mixmo_search.models import MixMoNet, create_model
+from mixmo_search.train import predict, resolve_device
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.models.model import ModelInfo
+
+WEIGHTS, NETWORK = "weights.pt", "network.json"
+LOGGED_NAME = "model"  # the LoggedModel's name inside the promotion run
+PROMOTION = "promotion"  # `mixmo.kind` of the run a promotion logs its model in
+PROMOTED_TRIAL = "mixmo.promoted_trial"  # not mixmo.trial_id: trial_runs() maps that to trials
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """Images a network takes: (N, in_channels, image_size, image_size) raw pixels."""
+
+    in_channels: int
+    image_size: int
+    num_classes: int
+    mean: tuple[float, ...]  # per channel in [0, 1] pixel units: the trainer's normalisation
+    std: tuple[float, ...]
+
+
+class LoadedNetwork(NamedTuple):
+    """A network ready for inference (eval mode), with what it was trained from."""
+
+    model: MixMoNet
+    config: TrainConfig
+    normalize: Normalizer
+    input_format: InputFormat
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Per-image predictions of a MixMo network."""
+
+    classes: Tensor  # (N,) ensemble class: argmax of the mean of the heads' logits
+    confidence: Tensor  # (N,) softmax probability of that class
+    votes: Tensor  # (M, N) each member's own class
+
+    def frame(self) -> pd.DataFrame:
+        """One row per image: class, confidence, vote_0 ... vote_{M-1} (the pyfunc output)."""
+        columns = {
+            "class": self.classes.cpu().numpy().astype(np.int64),
+            "confidence": self.confidence.cpu().numpy().astype(np.float64),
+        }
+        for k, member_votes in enumerate(self.votes.cpu().numpy().astype(np.int64)):
+            columns[f"vote_{k}"] = member_votes
+        return pd.DataFrame(columns)
+
+
+def build_network(
+    config: TrainConfig,
+    input_format: InputFormat,
+    state_dict: dict[str, Tensor],
+    device: torch.device | str = "cpu",
+) -> LoadedNetwork:
+    """The trained network of `config` with `state_dict` loaded, in eval mode on `device`."""
+    device = torch.device(device)
+    model = create_model(
+        config.model.name,
+        n_members=config.model.n_members,
+        num_classes=input_format.num_classes,
+        in_channels=input_format.in_channels,
+        stem_stride=config.model.stem_stride,
+    )
+    model.load_state_dict(state_dict)
+    model = model.to(device, memory_format=torch.channels_last).eval()
+    normalize = Normalizer(input_format.mean, input_format.std, device)
+    return LoadedNetwork(model, config, normalize, input_format)
+
+
+def classify(network: LoadedNetwork, images: Tensor) -> Classification:
+    """Classify (N, C, H, W) raw-pixel images (uint8, or float in [0, 255])."""
+    device = network.normalize.scale.device
+    member_logits = predict(
+        network.model, images.to(device), network.normalize, network.config.run.eval_batch_size
+    )  # (M, N, K)
+    probs = ensemble_logits(member_logits).softmax(dim=1)  # (N, K), float64
+    confidence, classes = probs.max(dim=1)
+    return Classification(classes, confidence, member_logits.argmax(dim=2))
+
+
+class MixMoPyfunc(PythonModel):
+    """The `mlflow.pyfunc` face of a promoted network (see the module docstring for I/O)."""
+
+    def load_context(self, context: Any) -> None:
+        self.network = read_network(
+            Path(context.artifacts["network"]), Path(context.artifacts["weights"]), "auto"
+        )
+
+    def predict(
+        self, context: Any, model_input: Any, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        images = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+        return classify(self.network, images).frame()
+
+
+def write_network(
+    folder: Path, config: TrainConfig, input_format: InputFormat, state_dict: dict[str, Tensor]
+) -> dict[str, str]:
+    """Write the two artifacts into `folder`; returns them as pyfunc `artifacts`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state_dict, folder / WEIGHTS)
+    spec = {"config": config.to_dict(), "input_format": asdict(input_format)}
+    (folder / NETWORK).write_text(json.dumps(spec, indent=2, sort_keys=True))
+    return {"weights": str(folder / WEIGHTS), "network": str(folder / NETWORK)}
+
+
+def read_network(
+    network_json: Path, weights: Path, device: torch.device | str = "cpu"
+) -> LoadedNetwork:
+    """Rebuild a network from the artifacts `write_network` wrote."""
+    spec = json.loads(network_json.read_text())
+    config = resolve_config(spec["config"], source=str(network_json))
+    fmt = spec["input_format"]
+    input_format = InputFormat(**{**fmt, "mean": tuple(fmt["mean"]), "std": tuple(fmt["std"])})
+    device = resolve_device(device) if device == "auto" else torch.device(device)
+    state_dict = torch.load(weights, map_location=device, weights_only=True)
+    return build_network(config, input_format, state_dict, device)
+
+
+@contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's global tracking URI at `uri` for a block, then restore it.
+
+    `log_model` and `models:/` URIs read the global URI only; restoring it keeps callers such
+    as the dashboard unaffected. Not thread-safe, like the global it sets.
+    """
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def requirements() -> list[str]:
+    """What the logged model needs at serving time, pinned to this environment."""
+    import yaml
+
+    # local version labels such as +cpu are not on PyPI
+    pins = {"torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+            "pyyaml": yaml.__version__, "mlflow": mlflow.__version__}  # fmt: skip
+    return [f"{name}=={version.split('+')[0]}" for name, version in pins.items()]
+
+
+def log_network(
+    client: MlflowClient, run_id: str, network: LoadedNetwork, example: Tensor
+) -> ModelInfo:
+    """Log `network` as a pyfunc model of run `run_id`, with a signature and input example."""
+    from mlflow.models import infer_signature
+
+    example_pixels = example.float().cpu().numpy()  # (n, C, H, W) float32, raw pixels
+    signature = infer_signature(example_pixels, classify(network, example).frame())
+    state_dict = {k: v.cpu() for k, v in network.model.state_dict().items()}
+    with tempfile.TemporaryDirectory() as tmp, fluent_tracking_uri(client.tracking_uri):
+        artifacts = write_network(Path(tmp), network.config, network.input_format, state_dict)
+        with mlflow.start_run(run_id=run_id):
+            return mlflow.pyfunc.log_model(
+                name=LOGGED_NAME,
+                python_model=MixMoPyfunc(),
+                artifacts=artifacts,
+                code_paths=[str(Path(__file__).parent)],
+                signature=signature,
+                input_example=example_pixels,
+                pip_requirements=requirements(),
+            )
+
+
+def alias_holder(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
+    """The version of `model_name` that holds `alias`, or None (no such model or alias)."""
+    found = client.search_registered_models(filter_string=f"name = '{model_name}'")
+    if not found or alias not in found[0].aliases:
+        return None
+    return client.get_model_version(model_name, found[0].aliases[alias])
+
+
+def register(
+    client: MlflowClient, model_name: str, info: ModelInfo, run_id: str, tags: dict[str, str]
+) -> ModelVersion:
+    """A new version of `model_name` (created when missing) for the logged model `info`."""
+    if not client.search_registered_models(filter_string=f"name = '{model_name}'"):
+        client.create_registered_model(
+            model_name, description="MixMo networks promoted by `python -m mixmo_search.promote`"
+        )
+    return client.create_model_version(
+        model_name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+    )
+
+
+def load_network(
+    uri: str, *, tracking_uri: str | None = None, device: torch.device | str = "cpu"
+) -> LoadedNetwork:
+    """Load a promoted network by MLflow URI: `models:/NAME@ALIAS`, `models:/NAME/3`, `runs:/..`."""
+    from mlflow.exceptions import MlflowException
+
+    tracking_uri = tracking_uri or tracking.default_tracking_uri()
+    client = tracking.connect(tracking_uri)
+    try:
+        with fluent_tracking_uri(tracking_uri):
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except MlflowException as err:
+        names = [m.name for m in client.search_registered_models()]
+        raise tracking.TrackingError(
+            f"cannot load model {uri!r} from {tracking_uri!r}: {err.message.splitlines()[0]}; "
+            f"registered models: {', '.join(names) or 'none'} (promote one with "
+            "python -m mixmo_search.promote, use models:/NAME@ALIAS or models:/NAME/VERSION)"
+        ) from None
+    network_json, weights = folder / "artifacts" / NETWORK, folder / "artifacts" / WEIGHTS
+    if not network_json.exists() or not weights.exists():
+        raise tracking.TrackingError(
+            f"{uri!r} is not a network logged by mixmo_search.promote: it has no "
+            f"artifacts/{NETWORK} and artifacts/{WEIGHTS}"
+        )
+    return read_network(network_json, weights, device)

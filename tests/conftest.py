@@ -1,0 +1,56 @@
+"""Shared fixtures: a real small search, run once per test session through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+SPACES = Path(__file__).parent / "spaces"
+
+
+@dataclass(frozen=True)
+class SearchStore:
+    """Where a finished real search left its MLflow store and Tune storage."""
+
+    uri: str
+    storage: Path
+    name: str
+    parent_run_id: str
+    space: Path
+    log: str
+
+
+def _run_tune(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`python -m mixmo_search.tune ARGS` in `cwd`, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "mixmo_search.tune", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def run_tune():
+    return _run_tune
+
+
+@pytest.fixture(scope="session")
+def search_store(tmp_path_factory) -> SearchStore:
+    """A real multi-objective search (Ray, Optuna, MLflow, training on digits): 5 trials."""
+    root = tmp_path_factory.mktemp("search")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    space = SPACES / "pareto_small.yaml"
+    done = _run_tune(
+        "--space", str(space), "--gpus", "0", "--cpus", "2", "--storage", str(root / "runs"),
+        "--mlflow-uri", uri, "--name", "fixture", cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    meta = json.loads((root / "runs" / "fixture" / "search.json").read_text())
+    return SearchStore(uri, root / "runs", "fixture", meta["parent_run_id"], space, done.stdout)

@@ -1,0 +1,189 @@
+"""The search end to end: real Ray Tune, real Optuna, real MLflow, real training on digits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mixmo_search import tracking
+
+SHIPPED = sorted((Path(__file__).parents[2] / "search_spaces").glob("*.yaml"))
+QUICKSTART = Path(__file__).parents[2] / "search_spaces" / "quickstart.yaml"
+SPACES = Path(__file__).parents[1] / "spaces"
+
+
+def _trials(uri: str, parent_id: str):
+    client = tracking.connect(uri)
+    exp = tracking.experiment_id(client, create=False)
+    return client, tracking.load_trials(client, exp, parent_id)
+
+
+@pytest.mark.parametrize("space", SHIPPED, ids=lambda p: p.name)
+def test_dry_run_on_every_shipped_space(space, tmp_path, run_tune):
+    done = run_tune("--space", str(space), "--dry-run", cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "dry run: nothing was started or written" in done.stdout
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_quickstart_runs_end_to_end(tmp_path, run_tune):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_tune("--space", str(QUICKSTART), "--gpus", "0", "--trials", "6",
+                    "--mlflow-uri", uri, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "best trial" in done.stdout and "streamlit run app/dashboard.py" in done.stdout
+    meta = json.loads((tmp_path / "runs/searches/quickstart-digits/search.json").read_text())
+    client, trials = _trials(uri, meta["parent_run_id"])
+    searches = tracking.list_searches(client, tracking.experiment_id(client, create=False))
+    assert len(searches) == 1 and searches.status[0] == "FINISHED"
+    assert len(trials) == 6 and trials.trial_id.is_unique
+    assert set(trials.status) <= {"finished", "pruned"}
+    assert (trials.status == "pruned").sum() >= 1, "asha should stop some trials early"
+    assert (trials.status == "finished").sum() >= 1
+    for run_id in trials.run_id:  # every run closed, none left RUNNING
+        assert client.get_run(run_id).info.status == "FINISHED"
+    finished = trials[trials.status == "finished"].iloc[0]
+    history = client.get_metric_history(finished.run_id, "val/acc")
+    assert [m.step for m in history] == list(range(1, 13))
+    assert {"final/val/acc", "final/test/acc", "final/val/disagreement"} <= set(trials.columns)
+    artifacts = {a.path for a in client.list_artifacts(finished.run_id, "predictions")}
+    assert artifacts == {"predictions/val.npz", "predictions/test.npz"}
+    assert client.list_artifacts(finished.run_id, "checkpoint")[0].path == "checkpoint/best.pt"
+    pruned = trials[trials.status == "pruned"]
+    assert pruned["final/val/acc"].isna().all()  # pruned trials stop before the final report
+    parent = client.get_run(meta["parent_run_id"])
+    assert parent.data.metrics["trials/total"] == 6
+    assert parent.data.params["sampler"] == "tpe"
+    summary = json.loads(
+        Path(
+            client.download_artifacts(parent.info.run_id, "summary.json", str(tmp_path))
+        ).read_text()
+    )
+    best = trials.loc[trials["final/val/acc"].idxmax()]
+    assert summary["best"]["trial_id"] == best.trial_id
+    assert (tmp_path / "runs/searches/quickstart-digits/optuna.db").exists()
+
+
+def test_pareto_set_matches_non_dominated_trials_in_mlflow(search_store):
+    client, trials = _trials(search_store.uri, search_store.parent_run_id)
+    assert len(trials) == 5
+    finished = trials[trials.status == "finished"]
+    points = list(zip(finished["final/val/acc"], finished["final/val/disagreement"],
+                      strict=True))  # fmt: skip
+    non_dominated = {
+        run_id
+        for run_id, (a, d) in zip(finished.run_id, points, strict=True)
+        if not any(a2 >= a and d2 >= d and (a2 > a or d2 > d) for a2, d2 in points)
+    }
+    assert non_dominated, "a multi-objective search must return a non-empty Pareto set"
+    tagged = set(trials[trials.pareto].run_id)
+    assert tagged == non_dominated
+    summary_path = client.download_artifacts(search_store.parent_run_id, "summary.json",
+                                             str(search_store.storage))  # fmt: skip
+    summary = json.loads(Path(summary_path).read_text())
+    assert {row["run_id"] for row in summary["pareto"]} == non_dominated
+    assert "Pareto set" in search_store.log
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_interrupt_then_resume_loses_and_duplicates_nothing(tmp_path, run_tune):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--space", str(SPACES / "pareto_small.yaml"), "--gpus", "0", "--cpus", "2",
+            "--trials", "5", "--mlflow-uri", uri, "--name", "cut"]  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "mixmo_search.tune", *args], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )  # fmt: skip
+    search = tmp_path / "runs/searches/cut"
+
+    def some_trial_reported() -> bool:
+        return any(p.stat().st_size > 0 for p in search.glob("*/result.json"))
+
+    _wait_for(some_trial_reported, 300, "a first trial result")
+    driver.send_signal(signal.SIGINT)  # Ctrl-C
+    output, _ = driver.communicate(timeout=300)
+    meta = json.loads((search / "search.json").read_text())
+    client, trials = _trials(uri, meta["parent_run_id"])
+    assert len(trials) < 5, output[-2000:]
+    assert not (trials.status == "running").any()
+    assert client.get_run(meta["parent_run_id"]).info.status == "KILLED"
+
+    done = run_tune(*args, "--resume", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client, trials = _trials(uri, meta["parent_run_id"])
+    assert len(trials) == 5 and trials.trial_id.is_unique
+    assert set(trials.status) <= {"finished", "pruned", "failed"}
+    runs = client.search_runs([tracking.experiment_id(client, create=False)])
+    assert len(runs) == 6  # one parent and one child per trial, nothing duplicated
+    assert all(r.info.status != "RUNNING" for r in runs)
+    assert client.get_run(meta["parent_run_id"]).info.status == "FINISHED"
+
+
+BAD_SPACES = {
+    "unknown top-level key": ("budgett: {trials: 2}\n", "budgett"),
+    "unknown param key": ("params:\n  mixing.pp: {type: uniform, low: 0, high: 1}\n",
+                          "mixing.pp"),
+    "low >= high": ("params:\n  mixing.p: {type: uniform, low: 0.9, high: 0.1}\n", "mixing.p"),
+    "test-split objective": ("objective: [{metric: test/acc, mode: max}]\n", "test"),
+    "bad sampler": ("sampler: {type: annealing}\n", "sampler"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_SPACES, ids=list(BAD_SPACES))
+def test_bad_space_exits_2_naming_the_key(case, tmp_path, run_tune):
+    import yaml
+
+    change, expected = BAD_SPACES[case]
+    space = yaml.safe_load(QUICKSTART.read_text())
+    changed = yaml.safe_load(change)
+    key = next(iter(changed))
+    if key == "params":
+        space["params"] = {**space["params"], **changed["params"]}
+    else:
+        space[key] = changed[key]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    done = run_tune("--space", str(path), "--gpus", "0", cwd=tmp_path, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert str(path) in done.stderr and expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--gpus", "8"], "CUDA device"),
+        (["--cpus", "0.5"], "resources.cpus"),
+        (["--trials", "0"], "--trials"),
+        (["--mlflow-uri", "http://127.0.0.1:9"], "cannot reach the MLflow"),
+    ],
+)
+def test_impossible_requests_exit_2_and_write_nothing(args, expected, tmp_path, run_tune):
+    done = run_tune("--space", str(QUICKSTART), *args, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_existing_search_needs_resume(search_store, tmp_path, run_tune):
+    done = run_tune("--space", str(search_store.space), "--storage", str(search_store.storage),
+                    "--name", search_store.name, "--mlflow-uri", search_store.uri,
+                    cwd=tmp_path, timeout=300)  # fmt: skip
+    assert done.returncode == 2 and "--resume" in done.stderr
