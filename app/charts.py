@@ -17,20 +17,28 @@ def _short(column: str) -> str:
 
 
 def tradeoff_figure(
-    trials: pd.DataFrame, *, x: str, y: str, params: Sequence[str], front: Sequence[str] = (),
+    trials: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    params: Sequence[str],
+    front: Sequence[str] = (),
     selected: Sequence[str] = (),
-) -> go.Figure:  # fmt: skip
+) -> go.Figure:
     """Trials as points (colour: mixing block, size: M, symbol: status), the Pareto front
     `front` (run ids) as a line and the `selected` run ids ringed. Each point's customdata
     holds its run id, so a chart selection maps back to trials."""
     shown = trials[trials[x].notna() & trials[y].notna()] if {x, y} <= set(trials) else trials[:0]
     hover = list(dict.fromkeys([*params, *[c for c in (COLOUR_BY, SIZE_BY) if c in shown]]))
     frame = shown.rename(columns={c: _short(c) for c in hover})
+    colour = _short(COLOUR_BY) if COLOUR_BY in shown else None
     fig = px.scatter(
         frame,
         x=x,
         y=y,
-        color=_short(COLOUR_BY) if COLOUR_BY in shown else None,
+        color=colour,
+        color_discrete_sequence=px.colors.qualitative.D3,  # blocks keep their colour
+        category_orders={colour: sorted(frame[colour].astype(str).unique())} if colour else {},
         size=_short(SIZE_BY) if SIZE_BY in shown else None,
         size_max=18,
         symbol="status",
@@ -43,18 +51,27 @@ def tradeoff_figure(
     on_front = on_front.sort_values([x, y])
     fig.add_trace(
         go.Scatter(
-            x=on_front[x], y=on_front[y], mode="lines", name="Pareto front",
-            line={"color": "black", "dash": "dash", "width": 1.5}, hoverinfo="skip",
+            x=on_front[x],
+            y=on_front[y],
+            mode="lines+markers",
+            name="Pareto front",
+            line={"color": "black", "dash": "dash", "width": 1.5},
+            marker={"color": "black", "size": 5},
+            hoverinfo="skip",
         )
-    )  # fmt: skip
+    )
     ringed = shown[shown["run_id"].isin(list(selected))]
     fig.add_trace(
         go.Scatter(
-            x=ringed[x], y=ringed[y], mode="markers", name="selected",
+            x=ringed[x],
+            y=ringed[y],
+            mode="markers",
+            name="selected",
             marker={"size": 24, "symbol": "circle-open", "color": "crimson", "line": {"width": 2}},
-            customdata=ringed[["run_id"]].to_numpy(), hoverinfo="skip",
+            customdata=ringed[["run_id"]].to_numpy(),
+            hoverinfo="skip",
         )
-    )  # fmt: skip
+    )
     fig.update_layout(dragmode="lasso", legend_title_text="", margin={"t": 30})
     return fig
 
@@ -70,8 +87,14 @@ def parallel_figure(trials: pd.DataFrame, params: Sequence[str], target: str) ->
         else:
             labels = sorted(values.dropna().astype(str).unique())
             codes = values.astype(str).map({v: i for i, v in enumerate(labels)})
-            dimensions.append({"label": _short(column), "values": codes,
-                               "tickvals": list(range(len(labels))), "ticktext": labels})  # fmt: skip
+            dimensions.append(
+                {
+                    "label": _short(column),
+                    "values": codes,
+                    "tickvals": list(range(len(labels))),
+                    "ticktext": labels,
+                }
+            )
     line = {"color": shown[target], "colorscale": "Viridis", "showscale": True}
     fig = go.Figure(go.Parcoords(dimensions=dimensions, line=line))
     fig.update_layout(margin={"l": 60, "r": 60, "t": 50})
@@ -81,8 +104,9 @@ def parallel_figure(trials: pd.DataFrame, params: Sequence[str], target: str) ->
 def importance_figure(importances: pd.DataFrame, target: str) -> go.Figure:
     """Horizontal bars of parameter importance for `target`, the most important on top."""
     frame = importances.assign(param=importances["param"].map(_short)).iloc[::-1]
-    fig = px.bar(frame, x="importance", y="param", orientation="h",
-                 title=f"importance for {target}")  # fmt: skip
+    fig = px.bar(
+        frame, x="importance", y="param", orientation="h", title=f"importance for {target}"
+    )
     fig.update_layout(yaxis_title="", margin={"t": 40})
     return fig
 
@@ -106,8 +130,9 @@ def members_figure(members: pd.DataFrame, split: str) -> go.Figure:
 
 def calibration_figure(calibration: pd.DataFrame, split: str) -> go.Figure:
     """NLL and ECE before and after temperature scaling, per trial (`queries.calibration`)."""
-    fig = px.bar(calibration, x="trial", y="value", color="scaling", barmode="group",
-                 facet_col="metric")  # fmt: skip
+    fig = px.bar(
+        calibration, x="trial", y="value", color="scaling", barmode="group", facet_col="metric"
+    )
     fig.update_yaxes(matches=None, showticklabels=True, title="")
     fig.update_layout(title=f"{split} calibration", margin={"t": 60})
     return fig
@@ -117,7 +142,11 @@ def greedy_figure(path: pd.DataFrame, metric: str) -> go.Figure:
     """Validation and test `metric` of the greedy ensemble as it grows."""
     long = path.melt(id_vars="size", value_vars=[f"val/{metric}", f"test/{metric}"])
     fig = px.line(long, x="size", y="value", color="variable", markers=True)
-    fig.update_layout(xaxis_title="trials in the ensemble", yaxis_title=metric,
-                      legend_title_text="", margin={"t": 30})  # fmt: skip
+    fig.update_layout(
+        xaxis_title="trials in the ensemble",
+        yaxis_title=metric,
+        legend_title_text="",
+        margin={"t": 30},
+    )
     fig.update_xaxes(dtick=1)
     return fig

@@ -35,8 +35,10 @@ KEY_METRICS = ("val/acc", "val/nll", "val/ece", "val/disagreement", "test/acc", 
 # Metric names ending with one of these are better when larger; all others when smaller.
 _MAXIMISED = ("acc", "top5", "disagreement", "ratio_error", "member_acc_mean", "slots_per_s")
 _SPLIT_ORDER = {"val": 0, "test": 1, "train": 2}
-EVALUATORS = {"fANOVA": "FanovaImportanceEvaluator",
-              "mean decrease impurity": "MeanDecreaseImpurityImportanceEvaluator"}  # fmt: skip
+EVALUATORS = {
+    "fANOVA": "FanovaImportanceEvaluator",
+    "mean decrease impurity": "MeanDecreaseImpurityImportanceEvaluator",
+}
 
 
 def open_store(uri: str) -> MlflowClient:
@@ -61,7 +63,7 @@ def searches(uri: str, experiment: str = tracking.EXPERIMENT) -> pd.DataFrame:
     if frame.empty:
         return frame
     frame["experiment_id"] = exp_id
-    frame["best_metric"] = [next(iter(objectives(o)), ("", ""))[0] for o in frame["objectives"]]
+    frame["best_metric"] = [next(iter(objectives(o)), "") for o in frame["objectives"]]
     frame["best"] = [
         row.get(f"final/{row['best_metric']}", math.nan) for row in frame.to_dict("records")
     ]
@@ -71,6 +73,18 @@ def searches(uri: str, experiment: str = tracking.EXPERIMENT) -> pd.DataFrame:
 def objectives(text: str) -> dict[str, str]:
     """{metric: mode} of a search's `mixmo.objectives` tag, in the search's order."""
     return {o["metric"]: o["mode"] for o in json.loads(text or "[]")}
+
+
+def search_details(search: Mapping[str, Any], trials: pd.DataFrame) -> str:
+    """The picked search in a sentence: status, trials by status, best trial, start time."""
+    counts = trials["status"].value_counts() if not trials.empty else {}
+    by_status = ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts)
+    text = f"{str(search['status']).lower()}, {len(trials)} trials" + (
+        f" ({by_status})" if by_status else ""
+    )
+    if search.get("best_trial"):
+        text += f"; best {search['best_trial']}: {search['best_metric']} {search['best']:.4f}"
+    return f"{text}; started {search['start_time']:%Y-%m-%d %H:%M}"
 
 
 def search_label(search: Mapping[str, Any]) -> str:
@@ -127,7 +141,7 @@ def epoch_metrics(trials: pd.DataFrame) -> list[str]:
 
 
 def metric_mode(name: str, search_objectives: Mapping[str, str]) -> str:
-    """"max" or "min": the search's mode for an objective, else guessed from the name."""
+    """The search's mode ("max" or "min") for an objective, else one guessed from the name."""
     if name in search_objectives:
         return search_objectives[name]
     return "max" if name.split("/")[-1].startswith(_MAXIMISED) else "min"
@@ -141,9 +155,7 @@ def searched_params(trials: pd.DataFrame) -> list[str]:
     return [f"param.{k}" for k in sorted(keys) if f"param.{k}" in trials.columns]
 
 
-def front_run_ids(
-    trials: pd.DataFrame, metrics: Sequence[str], modes: Sequence[str]
-) -> list[str]:
+def front_run_ids(trials: pd.DataFrame, metrics: Sequence[str], modes: Sequence[str]) -> list[str]:
     """Run ids of the finished trials that no other finished trial dominates on `metrics`."""
     finished = trials[trials["status"] == "finished"]
     rows = finished.reindex(columns=list(metrics)).to_dict("records")
@@ -151,11 +163,10 @@ def front_run_ids(
 
 
 def filter_options(trials: pd.DataFrame, column: str) -> list[Any] | tuple[float, float]:
-    """The values to offer as a filter: a (low, high) range for a numeric column with many
-    values, else the distinct values."""
+    """What to offer as a filter: the (low, high) range of a float column, else the distinct
+    values (categories, booleans, integers such as M)."""
     values = trials[column].dropna()
-    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    if numeric and values.nunique() > 6:
+    if pd.api.types.is_float_dtype(values) and values.nunique() > 1:
         return float(values.min()), float(values.max())
     return sorted(values.unique().tolist(), key=str)
 
@@ -183,21 +194,33 @@ def run_url(ui_base: str, exp_id: str, run_id: str) -> str:
 
 
 def trials_table(
-    trials: pd.DataFrame, *, params: Sequence[str], metrics: Sequence[str], exp_id: str,
+    trials: pd.DataFrame,
+    *,
+    params: Sequence[str],
+    metrics: Sequence[str],
+    exp_id: str,
     ui_base: str,
-) -> pd.DataFrame:  # fmt: skip
-    """The trials table: id, status, Pareto flag, params (short names), metrics, MLflow link."""
-    table = trials.reindex(columns=["trial_id", "status", "pareto", *params, *metrics])
+) -> pd.DataFrame:
+    """The trials table: id, status, Pareto flag, params (short names), metrics, start time,
+    the failure reason when a trial failed, and the trial's MLflow link."""
+    columns = ["trial_id", "status", "pareto", *params, *metrics, "start_time"]
+    if trials["error"].fillna("").astype(bool).any():
+        columns.append("error")
+    table = trials.reindex(columns=columns)
     table = table.rename(columns={p: p.removeprefix("param.") for p in params})
-    table["start_time"] = trials["start_time"]
     table["mlflow"] = [run_url(ui_base, exp_id, run_id) for run_id in trials["run_id"]]
     return table.reset_index(drop=True)
 
 
+@st.cache_data(show_spinner="Computing parameter importances...", max_entries=32)
 def param_importances(
-    trials: pd.DataFrame, params: Sequence[str], target: str, mode: str, *,
+    trials: pd.DataFrame,
+    params: Sequence[str],
+    target: str,
+    mode: str,
+    *,
     evaluator: str = "fANOVA",
-) -> pd.DataFrame:  # fmt: skip
+) -> pd.DataFrame:
     """Optuna's importance of each varying parameter for `target`, over finished trials.
 
     The trials are replayed into an in-memory study (distributions inferred from the values).
@@ -311,7 +334,9 @@ def ensemble(uri: str, run_ids: tuple[str, ...], labels: tuple[str, ...]) -> pd.
 
     val = [predictions(uri, run_id, "val") for run_id in run_ids]
     test = [predictions(uri, run_id, "test") for run_id in run_ids]
-    rows = {label: evaluate_ensemble([v], [t]) for label, v, t in zip(labels, val, test, strict=True)}
+    rows = {
+        label: evaluate_ensemble([v], [t]) for label, v, t in zip(labels, val, test, strict=True)
+    }
     rows["ensemble"] = evaluate_ensemble(val, test)
     return pd.DataFrame(rows).T
 

@@ -1,13 +1,18 @@
-"""What the sidebar chose, shared by the pages: the store, the search and the selected trials."""
+"""What the sidebar chose, shared by the pages: the store, the search and the selected trials.
+
+The selection is the sidebar's "Selected trials" widget; the scatter, the trials table and
+the greedy ensemble change it from their callbacks, before the sidebar draws it again.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import streamlit as st
 
-_SEARCH, _SELECTIONS = "search", "selections"
+_SEARCH = "search"
 
 
 @dataclass(frozen=True)
@@ -32,13 +37,24 @@ def search() -> Search:
     return st.session_state[_SEARCH]
 
 
+def selection_key(search_id: str) -> str:
+    """The session-state key of the sidebar widget holding the search's selected trials."""
+    return f"selected-{search_id}"
+
+
 def selection(search_id: str) -> list[str]:
-    """Run ids of the trials selected in `search_id` (scatter, table or a page's picker)."""
-    return list(st.session_state.get(_SELECTIONS, {}).get(search_id, []))
+    """Run ids of the trials selected in `search_id`."""
+    return list(st.session_state.get(selection_key(search_id), []))
 
 
 def select(search_id: str, run_ids: Sequence[str]) -> None:
-    """Replace the selection of `search_id` (duplicates dropped, order kept)."""
-    selections = dict(st.session_state.get(_SELECTIONS, {}))
-    selections[search_id] = list(dict.fromkeys(run_ids))
-    st.session_state[_SELECTIONS] = selections
+    """Replace the selection (duplicates dropped, order kept); call from a callback, or before
+    the sidebar draws the selection widget."""
+    st.session_state[selection_key(search_id)] = list(dict.fromkeys(run_ids))
+
+
+def selection_digest(search_id: str, *extra: str) -> str:
+    """A short digest of the selection (and `extra`), to key a widget that shows the selection
+    as its default: it starts afresh whenever the selection changes elsewhere."""
+    text = "\n".join([*selection(search_id), "", *extra])
+    return hashlib.sha1(text.encode()).hexdigest()[:12]

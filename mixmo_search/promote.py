@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +35,6 @@ from mixmo_search.errors import UserError, exit_on_user_error
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities.model_registry import ModelVersion
 
     from mixmo_search.config import TrainConfig
 
@@ -199,7 +200,7 @@ def finished_trials(client: MlflowClient, exp_id: str, parent_id: str, search: s
         if r["status"] == "finished"
     ]
     if not finished:
-        counts = {s: sum(r["status"] == s for r in records) for s in {r["status"] for r in records}}
+        counts = Counter(r["status"] for r in records)
         seen = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
         raise PromoteError(
             f"search {search!r} has no finished trial ({seen}); only finished trials have a "
@@ -334,12 +335,10 @@ def _carry_out(plan: PromotionPlan, device: str) -> Promotion:
     """Rebuild and re-test the network (still writing nothing), then log, register, alias."""
     import torch
 
+    from mixmo_search import registry
     from mixmo_search.checkpoint import code_revision
     from mixmo_search.datasets import load_dataset
     from mixmo_search.metrics import evaluate
-    from mixmo_search.registry import (
-        PROMOTED_TRIAL, PROMOTION, InputFormat, build_network, log_network, register,
-    )  # fmt: skip
     from mixmo_search.train import predict, resolve_device
 
     client = tracking.connect(plan.tracking_uri)
@@ -350,8 +349,8 @@ def _carry_out(plan: PromotionPlan, device: str) -> Promotion:
         best = tracking.download_artifact(client, trial.run_id, "checkpoint/best.pt", tmp)
         state = torch.load(best, map_location="cpu", weights_only=True)
     ds = load_dataset(cfg.data)
-    input_format = InputFormat(ds.in_channels, ds.image_size, ds.num_classes, ds.mean, ds.std)
-    network = build_network(cfg, input_format, state["model"], resolve_device(device))
+    input_format = registry.InputFormat.of(ds)
+    network = registry.build_network(cfg, input_format, state["model"], resolve_device(device))
 
     # the trainer scored test with the validation temperature; so do we, to compare like with like
     logits = predict(network.model, ds.test.images.to(network.normalize.scale.device),
@@ -367,15 +366,15 @@ def _carry_out(plan: PromotionPlan, device: str) -> Promotion:
         plan.experiment_id,
         run_name=f"promote-{trial.trial_id}",
         tags={
-            tracking.PARENT: plan.parent_run_id, tracking.KIND: PROMOTION,
-            tracking.SEARCH: plan.search, PROMOTED_TRIAL: trial.trial_id,
+            tracking.PARENT: plan.parent_run_id, tracking.KIND: registry.PROMOTION,
+            tracking.SEARCH: plan.search, registry.PROMOTED_TRIAL: trial.trial_id,
             "mixmo.trial_run_id": trial.run_id, "mixmo.policy": plan.policy.name,
         },
     )  # fmt: skip
     run_id = run.info.run_id
     tracking.log_params(client, run_id, params)
     tracking.log_metrics(client, run_id, measured, step=0)
-    info = log_network(client, run_id, network, ds.test.images[:2])
+    info = registry.log_network(client, run_id, network, ds.test.images[:2])
     tags = {
         "mixmo.search": plan.search,
         "mixmo.trial_id": trial.trial_id,
@@ -389,7 +388,7 @@ def _carry_out(plan: PromotionPlan, device: str) -> Promotion:
         **{k: repr(v) for k, v in {**trial.val, **trial.test}.items()},
         "promote/test/acc": repr(measured["test/acc"]),
     }
-    version = register(client, plan.model_name, info, run_id, tags)
+    version = registry.register(client, plan.model_name, info, run_id, tags)
     client.set_registered_model_alias(plan.model_name, plan.alias, version.version)
     return Promotion(
         plan.model_name, version.version, plan.alias, f"models:/{plan.model_name}@{plan.alias}",
@@ -449,6 +448,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     parser.add_argument("--experiment", default=tracking.EXPERIMENT)
     args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     request = dict(
         policy=args.policy, alias=args.alias, model_name=args.model_name, trial=args.trial,
         min_acc=args.min_acc, tracking_uri=args.mlflow_uri, experiment=args.experiment,

@@ -38,7 +38,10 @@ from mixmo_search.train import predict, resolve_device
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+    from mlflow.models import ModelSignature
     from mlflow.models.model import ModelInfo
+
+    from mixmo_search.datasets import Dataset
 
 WEIGHTS, NETWORK = "weights.pt", "network.json"
 LOGGED_NAME = "model"  # the LoggedModel's name inside the promotion run
@@ -55,6 +58,11 @@ class InputFormat:
     num_classes: int
     mean: tuple[float, ...]  # per channel in [0, 1] pixel units: the trainer's normalisation
     std: tuple[float, ...]
+
+    @classmethod
+    def of(cls, ds: Dataset) -> InputFormat:
+        """The format of the data set a network was trained on."""
+        return cls(ds.in_channels, ds.image_size, ds.num_classes, ds.mean, ds.std)
 
 
 class LoadedNetwork(NamedTuple):
@@ -125,8 +133,9 @@ class MixMoPyfunc(PythonModel):
             Path(context.artifacts["network"]), Path(context.artifacts["weights"]), "auto"
         )
 
+    # MLflow reads this hint: np.ndarray means "validate by the logged signature instead"
     def predict(
-        self, context: Any, model_input: Any, params: dict[str, Any] | None = None
+        self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         images = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
         return classify(self.network, images).frame()
@@ -151,7 +160,7 @@ def read_network(
     config = resolve_config(spec["config"], source=str(network_json))
     fmt = spec["input_format"]
     input_format = InputFormat(**{**fmt, "mean": tuple(fmt["mean"]), "std": tuple(fmt["std"])})
-    device = resolve_device(device) if device == "auto" else torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else device
     state_dict = torch.load(weights, map_location=device, weights_only=True)
     return build_network(config, input_format, state_dict, device)
 
@@ -160,8 +169,9 @@ def read_network(
 def fluent_tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's global tracking URI at `uri` for a block, then restore it.
 
-    `log_model` and `models:/` URIs read the global URI only; restoring it keeps callers such
-    as the dashboard unaffected. Not thread-safe, like the global it sets.
+    `log_model`, `models:/` URIs and the SQL registry's `create_model_version` read only the
+    global URI; restoring it keeps callers such as the dashboard unaffected. Not thread-safe,
+    like the global it sets.
     """
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(uri)
@@ -181,14 +191,25 @@ def requirements() -> list[str]:
     return [f"{name}=={version.split('+')[0]}" for name, version in pins.items()]
 
 
+def signature(network: LoadedNetwork) -> ModelSignature:
+    """float32 (N, C, H, W) raw pixels in; class, confidence and M votes out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    fmt = network.input_format
+    shape = (-1, fmt.in_channels, fmt.image_size, fmt.image_size)
+    votes = [ColSpec("long", f"vote_{k}") for k in range(network.model.n_members)]
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), shape)]),
+        outputs=Schema([ColSpec("long", "class"), ColSpec("double", "confidence"), *votes]),
+    )
+
+
 def log_network(
     client: MlflowClient, run_id: str, network: LoadedNetwork, example: Tensor
 ) -> ModelInfo:
     """Log `network` as a pyfunc model of run `run_id`, with a signature and input example."""
-    from mlflow.models import infer_signature
-
     example_pixels = example.float().cpu().numpy()  # (n, C, H, W) float32, raw pixels
-    signature = infer_signature(example_pixels, classify(network, example).frame())
     state_dict = {k: v.cpu() for k, v in network.model.state_dict().items()}
     with tempfile.TemporaryDirectory() as tmp, fluent_tracking_uri(client.tracking_uri):
         artifacts = write_network(Path(tmp), network.config, network.input_format, state_dict)
@@ -198,7 +219,7 @@ def log_network(
                 python_model=MixMoPyfunc(),
                 artifacts=artifacts,
                 code_paths=[str(Path(__file__).parent)],
-                signature=signature,
+                signature=signature(network),
                 input_example=example_pixels,
                 pip_requirements=requirements(),
             )
@@ -220,15 +241,17 @@ def register(
         client.create_registered_model(
             model_name, description="MixMo networks promoted by `python -m mixmo_search.promote`"
         )
-    return client.create_model_version(
-        model_name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
-    )
+    # the SQL registry resolves a `models:/<model id>` source through the global tracking URI
+    with fluent_tracking_uri(client.tracking_uri):
+        return client.create_model_version(
+            model_name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+        )
 
 
 def load_network(
     uri: str, *, tracking_uri: str | None = None, device: torch.device | str = "cpu"
 ) -> LoadedNetwork:
-    """Load a promoted network by MLflow URI: `models:/NAME@ALIAS`, `models:/NAME/3`, `runs:/..`."""
+    """A promoted network by MLflow URI: `models:/NAME@ALIAS`, `models:/NAME/3`, `runs:/...`."""
     from mlflow.exceptions import MlflowException
 
     tracking_uri = tracking_uri or tracking.default_tracking_uri()

@@ -100,7 +100,9 @@ def test_greedy_starts_from_the_best_trial_and_follows_brute_force(metric):
     if metric == "nll":
         assert path.order[1] == brute_pair_nll(candidates, path.order[0])
     chosen = [candidates[t] for t in path.order]
-    assert path.scores[-1] == pytest.approx(ensemble_metrics(chosen, prefix="val")[f"val/{metric}"])
+    assert path.scores[-1] == pytest.approx(
+        ensemble_metrics(chosen, prefix="val")[f"val/{metric}"]
+    )
 
 
 def test_greedy_prefers_a_diverse_partner_to_a_copy():

@@ -79,6 +79,10 @@ def test_on_epoch_reports_every_epoch_with_a_checkpoint(quick_run):
     assert [r.epoch for r in reports] == list(range(1, cfg.optim.epochs + 1))
     assert all("val/acc" in r.metrics and "train/loss" in r.metrics for r in reports)
     assert (reports[-1].checkpoint_dir / "last.pt").exists()
+    # the last report carries the final evaluation, so a scheduler stopping the trial
+    # right after it cannot lose it
+    assert reports[-1].metrics["final/test/acc"] == pytest.approx(quick_run[1]["test/acc"])
+    assert all("final/val/acc" not in r.metrics for r in reports[:-1])
     p_values = [r.metrics["p"] for r in reports]
     assert p_values[0] == 0.5 and p_values[-1] == 0.0
 

@@ -1,0 +1,78 @@
+"""Trials: every trial of the search with its key metrics, filterable; rows select trials."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import queries, state
+
+search = state.search()
+trials = queries.trials(search.uri, search.experiment_id, search.run_id)
+st.header(f"Trials of {search.name}")
+if trials.empty:
+    st.info("This search has no trial yet: trials appear here as soon as Ray starts them.")
+    st.stop()
+
+counts = trials["status"].value_counts()
+for column, (label, value) in zip(
+    st.columns(1 + len(counts)), [("trials", len(trials)), *counts.items()], strict=True
+):
+    column.metric(label, int(value))
+
+params = queries.searched_params(trials)
+present = [s for s in queries.STATUSES if s in counts]
+with st.expander("Filters", expanded=True):
+    statuses = st.multiselect("Status", present, default=present, key=f"{search.run_id}-status")
+    choices, ranges = {}, {}
+    for column, slot in zip(params, st.columns(max(len(params), 1)), strict=False):
+        options = queries.filter_options(trials, column)
+        name, key = column.removeprefix("param."), f"{search.run_id}-{column}"
+        if isinstance(options, tuple):
+            low, high = options
+            ranges[column] = slot.slider(
+                name, low, high, value=options, step=(high - low) / 100, format="%.4g", key=key
+            )
+        else:
+            choices[column] = slot.multiselect(name, options, default=options, key=key)
+shown = queries.filter_trials(trials, statuses=statuses, choices=choices, ranges=ranges)
+
+metrics = [m for m in dict.fromkeys([*search.objectives, *queries.KEY_METRICS]) if m in trials]
+table = queries.trials_table(
+    shown, params=params, metrics=metrics, exp_id=search.experiment_id, ui_base=search.ui_base
+)
+shown_ids = shown["run_id"].tolist()
+selected = state.selection(search.run_id)
+default_rows = [shown_ids.index(r) for r in selected if r in shown_ids]
+
+
+def select_rows(key: str) -> None:
+    """Table rows chosen: select them, keeping selected trials the filters hide."""
+    rows = st.session_state[key].selection.rows
+    hidden = [r for r in selected if r not in shown_ids]
+    state.select(search.run_id, hidden + [shown_ids[i] for i in rows])
+
+
+# Keyed by rows and selection, so row indices never point at other trials and a selection
+# made elsewhere shows here.
+table_key = "trials-" + state.selection_digest(search.run_id, *shown_ids)
+st.dataframe(
+    table,
+    key=table_key,
+    hide_index=True,
+    on_select=lambda: select_rows(table_key),
+    selection_mode="multi-row",
+    selection_default={"selection": {"rows": default_rows}},
+    column_config={
+        "trial_id": st.column_config.TextColumn("trial", pinned=True),
+        "pareto": st.column_config.CheckboxColumn("Pareto", help="on the search's Pareto front"),
+        "start_time": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
+        "mlflow": st.column_config.LinkColumn("MLflow", display_text="open run"),
+        **{m: st.column_config.NumberColumn(m, format="%.4f") for m in metrics},
+    },
+)
+st.caption(
+    f"{len(shown)} of {len(trials)} trials. Metrics are the best validation epoch's for "
+    "finished trials (test is reported, never selected on) and the last epoch's otherwise. "
+    "Tick rows to select trials for the other pages; the MLflow links need "
+    f"`mlflow ui --backend-store-uri {search.uri}` serving at {search.ui_base}."
+)

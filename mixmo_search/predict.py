@@ -1,0 +1,100 @@
+"""Classify image files with a promoted network, loaded by its registry alias.
+
+    python -m mixmo_search.predict --model models:/mixmo-NAME@champion --images DIR_OR_FILES
+
+Each image is read with PIL, converted to the network's channels (L or RGB) and, when its size
+differs, resized to the network's square input. One tab-separated line per image gives the
+file, the ensemble class, its confidence (softmax of the mean of the heads' logits) and each
+member's vote, after a header line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from mixmo_search.config import DEVICES
+from mixmo_search.errors import DataError, exit_on_user_error
+
+
+def image_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The files named, and the image files under the folders named, in order."""
+    from mixmo_search.datasets import IMAGE_EXTENSIONS
+
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise DataError(
+                    f"{path} holds no image files ({', '.join(IMAGE_EXTENSIONS)}); "
+                    "pass image files or a folder of them with --images"
+                )
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"--images: {path} does not exist; pass image files or folders")
+    return files
+
+
+def read_images(files: Sequence[Path], *, in_channels: int, image_size: int) -> Tensor:
+    """(N, in_channels, image_size, image_size) uint8 pixels of `files`."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    mode = {1: "L", 3: "RGB"}.get(in_channels)
+    if mode is None:
+        raise DataError(f"the network takes {in_channels}-channel images; PIL reads 1 or 3")
+    pixels = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                image = image.convert(mode)
+                if image.size != (image_size, image_size):
+                    image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+                array = np.asarray(image, dtype=np.uint8).reshape(image_size, image_size, -1)
+        except (OSError, UnidentifiedImageError) as err:
+            raise DataError(f"cannot read image {file}: {err}") from None
+        pixels.append(torch.from_numpy(array.copy()).permute(2, 0, 1))  # (C, H, W)
+    return torch.stack(pixels)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m mixmo_search.predict",
+        description="Print each image's ensemble class, confidence and the members' votes.",
+    )
+    parser.add_argument(
+        "--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/..."
+    )
+    parser.add_argument("--images", required=True, nargs="+", help="image files or folders")
+    parser.add_argument(
+        "--mlflow-uri", help="tracking and registry store (default $MLFLOW_TRACKING_URI, else "
+        "sqlite:///mlflow.db in the working directory)",
+    )  # fmt: skip
+    parser.add_argument("--device", default="cpu", choices=DEVICES, help="where to run")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    from mixmo_search.registry import classify, load_network
+
+    files = image_files(args.images)  # before loading: a typo should not wait for the model
+    network = load_network(args.model, tracking_uri=args.mlflow_uri, device=args.device)
+    fmt = network.input_format
+    images = read_images(files, in_channels=fmt.in_channels, image_size=fmt.image_size)
+    result = classify(network, images)
+    print("file\tclass\tconfidence\tvotes")
+    columns = (files, result.classes.tolist(), result.confidence.tolist(), result.votes.T.tolist())
+    for file, cls, confidence, votes in zip(*columns, strict=True):
+        print(f"{file}\t{cls}\t{confidence:.4f}\t{','.join(map(str, votes))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import pytest
+
+from app import charts, queries
+from mixmo_search import tracking
+
+OBJECTIVES = ["val/acc", "val/disagreement"]
+
+
+@pytest.fixture(scope="module")
+def trials(search_store):
+    client = tracking.connect(search_store.uri)
+    exp_id = tracking.experiment_id(client, create=False)
+    return queries.trials(search_store.uri, exp_id, search_store.parent_run_id)
+
+
+def run_ids_in(figure: go.Figure, *, skip: tuple[str, ...] = ()) -> list[str]:
+    return [
+        point[0]
+        for trace in figure.data
+        if trace.name not in skip and trace.customdata is not None
+        for point in trace.customdata
+    ]
+
+
+def test_tradeoff_has_every_trial_the_front_and_the_selection(trials):
+    front = queries.front_run_ids(trials, OBJECTIVES, ["max", "max"])
+    selected = trials["run_id"].tolist()[:2]
+    figure = charts.tradeoff_figure(
+        trials,
+        x="val/disagreement",
+        y="val/acc",
+        params=queries.searched_params(trials),
+        front=front,
+        selected=selected,
+    )
+    names = [trace.name for trace in figure.data]
+    assert sorted(run_ids_in(figure, skip=("selected",))) == sorted(trials["run_id"])
+    blocks = set(trials["param.mixing.block"])
+    assert all(any(name.startswith(block) for name in names) for block in blocks)
+    line = figure.data[names.index("Pareto front")]
+    assert len(line.x) == len(front)
+    ring = figure.data[names.index("selected")]
+    assert sorted(p[0] for p in ring.customdata) == sorted(selected)
+    assert "mixing.p" in figure.data[0].hovertemplate
+    assert figure.data[0].marker.size is not None  # sized by M
+
+
+def test_tradeoff_without_values_is_an_empty_chart(trials):
+    figure = charts.tradeoff_figure(trials, x="val/acc", y="no/such", params=[])
+    assert run_ids_in(figure) == []
+
+
+def test_parallel_coordinates_have_an_axis_per_param_and_the_objective(trials):
+    params = queries.searched_params(trials)
+    figure = charts.parallel_figure(trials, params, "val/acc")
+    (parcoords,) = figure.data
+    labels = [d.label for d in parcoords.dimensions]
+    assert labels == [p.removeprefix("param.") for p in params] + ["val/acc"]
+    block = parcoords.dimensions[labels.index("mixing.block")]
+    assert set(block.ticktext) == set(trials["param.mixing.block"])
+    assert len(parcoords.dimensions[-1].values) == trials["val/acc"].notna().sum()
+
+
+def test_importance_bars(trials):
+    params = queries.searched_params(trials)
+    scores = queries.param_importances(trials.assign(status="finished"), params, "val/acc", "max")
+    figure = charts.importance_figure(scores, "val/acc")
+    assert sorted(figure.data[0].y) == sorted(p.removeprefix("param.") for p in scores["param"])
+
+
+def test_learning_curves_one_line_per_trial(search_store, trials):
+    history = queries.histories(search_store.uri, tuple(trials["run_id"]), ("val/acc",))
+    labels = dict(zip(trials["run_id"], trials["trial_id"], strict=True))
+    figure = charts.curves_figure(history, labels, "val/acc")
+    assert sorted(trace.name for trace in figure.data) == sorted(trials["trial_id"])
+
+
+def test_member_and_calibration_bars(trials):
+    run_ids = trials["run_id"].tolist()[:2]
+    members = charts.members_figure(queries.member_accuracies(trials, run_ids, "val"), "val")
+    assert {trace.name for trace in members.data} >= {"member0", "member1"}
+    calibration = charts.calibration_figure(queries.calibration(trials, run_ids, "val"), "val")
+    assert {trace.name for trace in calibration.data} == {"before", "after"}
+
+
+def test_greedy_curve(search_store, trials):
+    finished = tuple(trials.loc[trials["status"] == "finished", "run_id"])
+    path = queries.greedy(search_store.uri, finished, len(finished), "acc")
+    figure = charts.greedy_figure(path, "acc")
+    assert {trace.name for trace in figure.data} == {"val/acc", "test/acc"}
+    assert list(figure.data[0].x) == list(range(1, len(finished) + 1))

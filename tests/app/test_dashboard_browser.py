@@ -1,0 +1,135 @@
+"""The dashboard in a real browser: `streamlit run` on 127.0.0.1, loaded in headless Chromium.
+
+Needs Debian's Chromium and its driver (`apt-get install -y chromium chromium-driver`, as CI
+does) and Selenium (`pip install -e '.[dev]'`). Screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "app" / "dashboard.py"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1600,1200",
+)
+SERVER_FLAGS = ("--server.address", "127.0.0.1", "--server.headless", "true",
+                "--browser.gatherUsageStats", "false")  # fmt: skip
+START_S, RENDER_S = 90, 90  # a cold start on a busy 2-core machine takes a while
+
+
+@pytest.fixture
+def dashboard_url(search_store, tmp_path, free_port) -> Iterator[str]:
+    """`streamlit run app/dashboard.py` on a free port of 127.0.0.1, on the fixture store."""
+    port = free_port
+    log = (tmp_path / "streamlit.log").open("w", buffering=1)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(DASHBOARD), "--server.port", str(port),
+         *SERVER_FLAGS],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": search_store.uri},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, server, tmp_path / "streamlit.log")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                return
+        except OSError:  # not listening yet, or not healthy yet
+            time.sleep(0.5)
+    pytest.fail(f"streamlit did not start on {url}:\n{log.read_text()}")
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium through Selenium, with a fresh profile."""
+    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+        pytest.fail(
+            f"{CHROMIUM} or {CHROMEDRIVER} is missing; install them with "
+            "`apt-get update && apt-get install -y chromium chromium-driver`"
+        )
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("selenium is missing; install the dev extra: pip install -e '.[dev]'")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+def wait_for(driver, css: str, *, count: int = 1) -> list:
+    """The elements matching `css`, once at least `count` exist (fails after RENDER_S)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, RENDER_S).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, css)) >= count
+    )
+    return driver.find_elements(By.CSS_SELECTOR, css)
+
+
+def no_exception(driver) -> None:
+    from selenium.webdriver.common.by import By
+
+    shown = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    assert not shown, shown[0].text
+
+
+def test_table_and_scatter_render_in_chromium(dashboard_url, browser, search_store):
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.get(dashboard_url)
+    (table,) = wait_for(browser, '[data-testid="stDataFrame"]')
+    wait_for(browser, '[data-testid="stDataFrame"] canvas')
+    time.sleep(1)  # let the grid paint its cells before the screenshot
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-trials.png"))
+    no_exception(browser)
+    assert table.size["height"] > 100  # a header and five rows, not an empty frame
+    assert search_store.name in browser.find_element("tag name", "h2").text
+
+    browser.get(f"{dashboard_url}/tradeoff")
+    (chart,) = wait_for(browser, ".js-plotly-plot")
+    points = wait_for(browser, ".js-plotly-plot .scatterlayer .point", count=5)
+    time.sleep(1)
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-tradeoff.png"))
+    no_exception(browser)
+    assert len(points) >= 5  # the five trials (plus the front's markers)
+    assert "val/disagreement" in chart.text and "val/acc" in chart.text

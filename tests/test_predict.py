@@ -1,0 +1,117 @@
+"""predict: a folder of PNG digits through the CLI, against the promoted network's own output."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mixmo_search.predict import image_files, main, read_images
+from mixmo_search.promote import promote
+from mixmo_search.registry import classify, load_network
+
+
+def private_store(search_store, folder: Path) -> str:
+    """A writable copy of the session's search store (see tests/test_promote.py)."""
+    source_db = Path(search_store.uri.removeprefix("sqlite:///"))
+    shutil.copy(source_db, folder / "mlflow.db")
+    shutil.copytree(source_db.parent / "mlartifacts", folder / "mlartifacts")
+    old, new = (source_db.parent / "mlartifacts").as_uri(), (folder / "mlartifacts").as_uri()
+    with sqlite3.connect(folder / "mlflow.db") as db:
+        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)",
+                   (old, new))  # fmt: skip
+        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def promoted(search_store, tmp_path_factory) -> tuple[str, str]:
+    """(tracking URI, model URI) of the fixture search's promoted champion."""
+    store = private_store(search_store, tmp_path_factory.mktemp("predict-store"))
+    result = promote(search_store.name, tracking_uri=store)
+    return store, result.model_uri
+
+
+@pytest.fixture(scope="module")
+def digit_folder(promoted, tmp_path_factory) -> Path:
+    """The first 12 test digits as 8x8 grayscale PNG files."""
+    from mixmo_search.datasets import load_dataset
+
+    network = load_network(promoted[1], tracking_uri=promoted[0])
+    folder = tmp_path_factory.mktemp("digits")
+    test = load_dataset(network.config.data).test
+    for i in range(12):
+        Image.fromarray(test.images[i, 0].numpy()).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def test_cli_prints_class_confidence_and_votes_per_image(promoted, digit_folder, tmp_path):
+    store, model_uri = promoted
+    done = subprocess.run(
+        [sys.executable, "-m", "mixmo_search.predict", "--model", model_uri,
+         "--images", str(digit_folder), "--mlflow-uri", store],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    header, *lines = done.stdout.strip().splitlines()
+    assert header == "file\tclass\tconfidence\tvotes"
+    assert len(lines) == 12
+
+    network = load_network(model_uri, tracking_uri=store)
+    files = image_files([digit_folder])
+    fmt = network.input_format
+    expected = classify(network, read_images(files, in_channels=1, image_size=fmt.image_size))
+    for i, line in enumerate(lines):
+        file, cls, confidence, votes = line.split("\t")
+        assert Path(file) == files[i]
+        assert int(cls) == expected.classes[i].item()
+        assert float(confidence) == pytest.approx(expected.confidence[i].item(), abs=1e-4)
+        assert [int(v) for v in votes.split(",")] == expected.votes[:, i].tolist()
+    assert len(lines[0].split("\t")[3].split(",")) == network.model.n_members
+
+
+def test_read_images_converts_mode_and_size(tmp_path):
+    rgb = np.zeros((16, 16, 3), dtype=np.uint8)
+    rgb[:8] = 255  # top half white
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    gray = read_images([tmp_path / "a.png"], in_channels=1, image_size=8)
+    assert gray.shape == (1, 1, 8, 8) and gray.dtype == torch.uint8
+    assert gray[0, 0, :3].min() == 255 and gray[0, 0, -3:].max() == 0
+    assert read_images([tmp_path / "a.png"], in_channels=3, image_size=16).shape == (1, 3, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("model", "images", "expected"),
+    [
+        ("models:/mixmo-{search}@nope", "{digits}", "alias nope not found"),
+        ("models:/no-such-model@champion", "{digits}", "no-such-model not found"),
+        ("{champion}", "{tmp}/missing.png", "missing.png does not exist"),
+        ("{champion}", "{tmp}", "holds no image files"),
+        ("{champion}", "{tmp}/broken.png", "cannot read image"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    search_store, promoted, digit_folder, tmp_path, model, images, expected, capsys
+):
+    store, model_uri = promoted
+    (tmp_path / "broken.png").write_text("not a png")
+    if images == "{tmp}":
+        (tmp_path / "broken.png").unlink()  # an empty folder
+    fill = {"{digits}": str(digit_folder), "{tmp}": str(tmp_path), "{champion}": model_uri,
+            "{search}": search_store.name}  # fmt: skip
+    for key, value in fill.items():
+        model, images = model.replace(key, value), images.replace(key, value)
+    with pytest.raises(SystemExit) as exited:
+        main(["--model", model, "--images", images, "--mlflow-uri", store])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and expected in err
