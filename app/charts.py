@@ -28,7 +28,7 @@ def tradeoff_figure(
     """Trials as points (colour: mixing block, size: M, symbol: status), the Pareto front
     `front` (run ids) as a line and the `selected` run ids ringed. Each point's customdata
     holds its run id, so a chart selection maps back to trials."""
-    shown = trials[trials[x].notna() & trials[y].notna()] if {x, y} <= set(trials) else trials[:0]
+    shown = trials[trials[x].notna() & trials[y].notna()]
     hover = list(dict.fromkeys([*params, *[c for c in (COLOUR_BY, SIZE_BY) if c in shown]]))
     frame = shown.rename(columns={c: _short(c) for c in hover})
     colour = _short(COLOUR_BY) if COLOUR_BY in shown else None
@@ -78,7 +78,7 @@ def tradeoff_figure(
 
 def parallel_figure(trials: pd.DataFrame, params: Sequence[str], target: str) -> go.Figure:
     """Parallel coordinates: one axis per parameter, the last one `target` (also the colour)."""
-    shown = trials[trials[target].notna()] if target in trials else trials[:0]
+    shown = trials[trials[target].notna()]
     dimensions = []
     for column in [*params, target]:
         values = shown[column]

@@ -82,7 +82,7 @@ def search_details(search: Mapping[str, Any], trials: pd.DataFrame) -> str:
     text = f"{str(search['status']).lower()}, {len(trials)} trials" + (
         f" ({by_status})" if by_status else ""
     )
-    if search.get("best_trial"):
+    if search.get("best_trial") and pd.notna(search["best"]):
         text += f"; best {search['best_trial']}: {search['best_metric']} {search['best']:.4f}"
     return f"{text}; started {search['start_time']:%Y-%m-%d %H:%M}"
 
@@ -91,9 +91,9 @@ def search_label(search: Mapping[str, Any]) -> str:
     """One line for the picker: name, status, trial count, best objective, start time."""
     parts = [str(search["search"]), str(search["status"]).lower()]
     total = search.get("trials/total", math.nan)
-    if total == total:  # NaN until the search ends and logs its counts
+    if pd.notna(total):  # NaN until the search ends and logs its counts
         parts.append(f"{int(total)} trials")
-    if search.get("best") == search.get("best"):
+    if pd.notna(search["best"]):
         parts.append(f"best {search['best_metric']} {search['best']:.4f}")
     parts.append(f"{search['start_time']:%Y-%m-%d %H:%M}")
     return " · ".join(parts)

@@ -14,8 +14,9 @@ a trial can be promoted twice (to two names) without reopening it, and the promo
 holds the re-measured test metrics next to the model. `mixmo.trial_run_id` links the trial.
 
 A current alias holder that is better on the policy's metrics (for `pareto-knee`: one that
-dominates the candidate on both) is kept unless `--force`. `plan_promotion` makes every check
-and writes nothing: the dashboard shows its plan for confirmation, then calls `promote`.
+dominates the candidate on both) is kept unless `--force`. `plan_promotion` checks a request
+against the store and writes nothing: the dashboard shows its plan for confirmation, then
+calls `promote`, which also rebuilds and re-tests the network before its first write.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def plan_promotion(
     model_name = model_name or f"mixmo-{search}"
     _check_model_name(model_name)
     tracking_uri = tracking_uri or tracking.default_tracking_uri()
-    client = tracking.connect(tracking_uri)
+    client = tracking.connect_existing(tracking_uri)
     exp_id = tracking.experiment_id(client, experiment, create=False)
     parent_id = tracking.search_run_id(client, exp_id, search)
     finished = finished_trials(client, exp_id, parent_id, search)
@@ -217,7 +218,7 @@ def select_trial(
 
     eligible = [t for t in trials if min_acc is None or t.val.get("val/acc", -1.0) >= min_acc]
     if not eligible:
-        best = max(t.val.get("val/acc", float("nan")) for t in trials)
+        best = max(t.val.get("val/acc", 0.0) for t in trials)
         raise PromoteError(
             f"no finished trial of search {search!r} has val/acc >= --min-acc {min_acc} "
             f"(the best has {best:.4f}); lower --min-acc"
@@ -300,7 +301,7 @@ def _holder(client: MlflowClient, model_name: str, alias: str) -> Holder | None:
                 val[key] = float(value)
             except ValueError:
                 pass  # a hand-written tag: not a metric to compare on
-    return Holder(version.version, version.tags.get("mixmo.trial_id", "?"), val)
+    return Holder(str(version.version), version.tags.get("mixmo.trial_id", "?"), val)
 
 
 def _refusal(
@@ -391,11 +392,21 @@ def _carry_out(plan: PromotionPlan, device: str) -> Promotion:
     version = registry.register(client, plan.model_name, info, run_id, tags)
     client.set_registered_model_alias(plan.model_name, plan.alias, version.version)
     return Promotion(
-        plan.model_name, version.version, plan.alias, f"models:/{plan.model_name}@{plan.alias}",
-        plan.search, trial.trial_id, trial.run_id, run_id, plan.policy.name, trial.val,
-        trial.test.get("test/acc", float("nan")), measured["test/acc"],
-        plan.holder.version if plan.holder else None, tuple(warnings),
-    )  # fmt: skip
+        model_name=plan.model_name,
+        version=str(version.version),  # the SQL registry gives ints, other stores strings
+        alias=plan.alias,
+        model_uri=f"models:/{plan.model_name}@{plan.alias}",
+        search=plan.search,
+        trial_id=trial.trial_id,
+        trial_run_id=trial.run_id,
+        promotion_run_id=run_id,
+        policy=plan.policy.name,
+        val_metrics=trial.val,
+        test_acc_logged=trial.test.get("test/acc", math.nan),
+        test_acc_measured=measured["test/acc"],
+        replaced_version=plan.holder.version if plan.holder else None,
+        warnings=tuple(warnings),
+    )
 
 
 def _test_check(trial: Trial, measured_acc: float, n_test: int) -> list[str]:

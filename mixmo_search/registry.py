@@ -255,7 +255,7 @@ def load_network(
     from mlflow.exceptions import MlflowException
 
     tracking_uri = tracking_uri or tracking.default_tracking_uri()
-    client = tracking.connect(tracking_uri)
+    client = tracking.connect_existing(tracking_uri)
     try:
         with fluent_tracking_uri(tracking_uri):
             folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))

@@ -67,6 +67,19 @@ def connect(uri: str) -> MlflowClient:
     return client
 
 
+def connect_existing(uri: str) -> MlflowClient:
+    """`connect` for a store that must exist already: a missing SQLite file is reported, where
+    MLflow would create an empty one."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise TrackingError(
+                f"no MLflow store at {path}: run a search first (python -m mixmo_search.tune "
+                f"--mlflow-uri {uri} ...), or pass the URI of an existing store with --mlflow-uri"
+            )
+    return connect(uri)
+
+
 def experiment_id(client: MlflowClient, name: str = EXPERIMENT, *, create: bool = True) -> str:
     """The experiment's id; created with artifacts beside a SQLite store when missing."""
     found = client.get_experiment_by_name(name)

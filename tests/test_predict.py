@@ -97,6 +97,7 @@ def test_read_images_converts_mode_and_size(tmp_path):
         ("{champion}", "{tmp}/missing.png", "missing.png does not exist"),
         ("{champion}", "{tmp}", "holds no image files"),
         ("{champion}", "{tmp}/broken.png", "cannot read image"),
+        ("{champion}", "{digits}", "no MLflow store"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -110,8 +111,11 @@ def test_bad_input_is_one_line_and_exit_2(
             "{search}": search_store.name}  # fmt: skip
     for key, value in fill.items():
         model, images = model.replace(key, value), images.replace(key, value)
+    if expected == "no MLflow store":
+        store = f"sqlite:///{tmp_path / 'none.db'}"
     with pytest.raises(SystemExit) as exited:
         main(["--model", model, "--images", images, "--mlflow-uri", store])
     assert exited.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and expected in err
+    assert not (tmp_path / "none.db").exists()

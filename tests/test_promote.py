@@ -123,7 +123,7 @@ def test_promotion_registers_a_tagged_version_under_the_alias(search_store, stor
     finished = trials[trials["status"] == "finished"]
     best = finished.sort_values(["final/val/acc", "trial_id"], ascending=[False, True]).iloc[0]
     tags = champion.tags
-    assert champion.version == "1"
+    assert str(champion.version) == "1"
     assert tags["mixmo.trial_id"] == best["trial_id"]
     assert tags["mixmo.trial_run_id"] == best["run_id"]
     assert tags["mixmo.policy"] == "best-accuracy"
@@ -183,6 +183,7 @@ def test_a_worse_candidate_is_refused_unless_forced(search_store, store, tmp_pat
     assert weak_acc < first.val_metrics["val/acc"]  # the premise of this test
 
     before = registry_state(store)
+    capsys.readouterr()  # drop what MLflow logged while promoting the first
     with pytest.raises(SystemExit) as exited:
         main(["--search", "weak", "--trial", "weak0001", "--model-name", "ladder",
               "--mlflow-uri", store])  # fmt: skip
@@ -199,7 +200,7 @@ def test_a_worse_candidate_is_refused_unless_forced(search_store, store, tmp_pat
     result = promote("weak", model_name="ladder", force=True, tracking_uri=store)
     assert (result.version, result.replaced_version, result.trial_id) == ("2", "1", "weak0001")
     holder = MlflowClient(store).get_model_version_by_alias("ladder", "champion")
-    assert holder.version == "2" and holder.tags["mixmo.trial_id"] == "weak0001"
+    assert str(holder.version) == "2" and holder.tags["mixmo.trial_id"] == "weak0001"
     assert result.test_acc_measured == pytest.approx(result.test_acc_logged, abs=1e-12)
     assert not result.warnings
 
@@ -217,12 +218,14 @@ def test_a_worse_candidate_is_refused_unless_forced(search_store, store, tmp_pat
         (["--search", "{fixture}", "--model-name", "a/b"], "Invalid model name"),
         (["--search", "{fixture}", "--experiment", "nope"], "no experiment 'nope'"),
         (["--search", "{fixture}", "--mlflow-uri", "http://127.0.0.1:9"], "cannot reach"),
+        (["--search", "{fixture}", "--mlflow-uri", "sqlite:///{tmp}/none.db"], "no MLflow store"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(
-    search_store, store, argv, expected, capsys
+    search_store, store, argv, expected, capsys, tmp_path
 ):
-    argv = [a.replace("{fixture}", search_store.name) for a in argv]
+    argv = [a.replace("{fixture}", search_store.name).replace("{tmp}", str(tmp_path))
+            for a in argv]  # fmt: skip
     if "--mlflow-uri" not in argv:
         argv += ["--mlflow-uri", store]
     before = registry_state(store)
@@ -232,6 +235,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and expected in err
     assert registry_state(store) == before
+    assert not (tmp_path / "none.db").exists()
 
 
 def test_dry_run_shows_the_plan_and_writes_nothing(search_store, store, capsys):

@@ -340,6 +340,7 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
                     scheduler=scheduler,
                     num_samples=plan.trials or -1,
                     time_budget_s=plan.time_s,
+                    reuse_actors=True,  # no new process (and torch import) per trial
                 ),
                 run_config=tune.RunConfig(
                     name=plan.name,

@@ -49,7 +49,8 @@ def test_tradeoff_has_every_trial_the_front_and_the_selection(trials):
 
 
 def test_tradeoff_without_values_is_an_empty_chart(trials):
-    figure = charts.tradeoff_figure(trials, x="val/acc", y="no/such", params=[])
+    unscored = trials.assign(**{"val/acc": float("nan")})
+    figure = charts.tradeoff_figure(unscored, x="val/disagreement", y="val/acc", params=[])
     assert run_ids_in(figure) == []
 
 

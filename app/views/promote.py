@@ -1,0 +1,98 @@
+"""Promote: register a finished trial of the search under a model alias, after confirmation.
+
+The same code path as `python -m mixmo_search.promote`: `plan_promotion` checks the request
+and says what would happen (and whether the alias holder is better); `promote` runs only
+after the confirmation box is ticked.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import queries, state
+from mixmo_search import tracking
+from mixmo_search.errors import UserError
+from mixmo_search.promote import POLICIES, plan_promotion, promote
+
+BY_POLICY = "the policy's choice"
+
+search = state.search()
+trials = queries.trials(search.uri, search.experiment_id, search.run_id)
+st.header(f"Promote a trial of {search.name}")
+finished = trials[trials["status"] == "finished"] if not trials.empty else trials
+if finished.empty:
+    st.info("No trial has finished yet: only finished trials keep a checkpoint to promote.")
+    st.stop()
+
+left, right = st.columns(2)
+policy = left.selectbox(
+    "Policy (validation metrics only)",
+    list(POLICIES),
+    format_func=lambda name: f"{name}: {POLICIES[name].help}",
+    key=f"{search.run_id}-promote-policy",
+)
+trial = right.selectbox(
+    "Trial",
+    [BY_POLICY, *sorted(finished["trial_id"])],
+    key=f"{search.run_id}-promote-trial",
+    help="another finished trial instead of the policy's; the policy still decides whether "
+    "it beats the alias holder",
+)
+min_acc = None
+if policy == "best-diversity":
+    min_acc = left.number_input("Minimum val/acc", 0.0, 1.0, value=0.9, step=0.01)
+alias = left.text_input("Alias", "champion", key=f"{search.run_id}-promote-alias")
+model_name = right.text_input(
+    "Registered model", f"mixmo-{search.name}", key=f"{search.run_id}-promote-model"
+)
+request = dict(
+    policy=policy,
+    alias=alias,
+    model_name=model_name,
+    trial=None if trial == BY_POLICY else trial,
+    min_acc=min_acc,
+    tracking_uri=search.uri,
+    experiment=st.session_state.get("experiment", tracking.EXPERIMENT),  # the sidebar's
+)
+try:
+    plan = plan_promotion(search.name, **request)
+except UserError as err:
+    st.error(str(err), icon="⚠️")
+    st.stop()
+
+shown = {**plan.trial.val, **plan.trial.test}
+st.markdown(
+    f"**Trial {plan.trial.trial_id}** would become a new version of **{plan.model_name}** "
+    f"with alias **@{plan.alias}**: "
+    + ", ".join(f"{k} {shown[k]:.4f}" for k in queries.KEY_METRICS if k in shown)
+)
+if plan.holder is None:
+    st.caption(f"No version of {plan.model_name} holds @{plan.alias} yet.")
+else:
+    holder = plan.holder
+    st.caption(f"@{plan.alias} is now version {holder.version} (trial {holder.trial_id}).")
+force = False
+if plan.refusal:
+    st.warning(plan.refusal, icon="⚠️")
+    force = st.checkbox("Replace it anyway (--force)", key=f"{search.run_id}-promote-force")
+confirmed = st.checkbox(
+    f"Re-evaluate trial {plan.trial.trial_id} on the test split, register it and move "
+    f"@{plan.alias}",
+    key=f"{search.run_id}-promote-confirm",
+)
+blocked = bool(plan.refusal) and not force
+if st.button("Promote", type="primary", disabled=not confirmed or blocked):
+    try:
+        with st.spinner("Re-evaluating on the test split, logging and registering the model"):
+            result = promote(search.name, force=force, **request)
+    except UserError as err:
+        st.error(str(err), icon="⚠️")
+        st.stop()
+    for warning in result.warnings:
+        st.warning(warning, icon="⚠️")
+    st.success(
+        f"{result.model_name} version {result.version} now holds @{result.alias} (test/acc "
+        f"re-evaluated {result.test_acc_measured:.4f}, trainer {result.test_acc_logged:.4f}). "
+        f"Load it with `python -m mixmo_search.predict --model {result.model_uri} "
+        f"--mlflow-uri {search.uri} --images DIR`."
+    )
