@@ -67,7 +67,7 @@ def tradeoff_figure(
             y=ringed[y],
             mode="markers",
             name="selected",
-            marker={"size": 24, "symbol": "circle-open", "color": "crimson", "line": {"width": 2}},
+            marker={"size": 26, "symbol": "circle-open", "color": "crimson", "line": {"width": 2}},
             customdata=ringed[["run_id"]].to_numpy(),
             hoverinfo="skip",
         )

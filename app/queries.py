@@ -274,8 +274,8 @@ def param_differences(trials: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFr
     """The parameters on which the trials `run_ids` differ: one row each, a column a trial."""
     picked = _picked(trials, run_ids)
     params = [c for c in trials.columns if c.startswith("param.") and c != "param.searched"]
-    table = picked[params].T.astype(str)
-    table = table[table.nunique(axis=1) > 1]
+    table = picked[params].T.map(lambda v: f"{v:.4g}" if isinstance(v, float) else str(v))
+    table = table[picked[params].T.astype(str).nunique(axis=1) > 1]
     return table.rename(index=lambda p: p.removeprefix("param."))
 
 

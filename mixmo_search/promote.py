@@ -5,7 +5,7 @@
 A policy picks one *finished* trial on its validation metrics (`final/val/*`; test never
 selects). The trial's network is rebuilt from its params and `checkpoint/best.pt` and
 re-evaluated on the test split, which checks that the trainer's `final/test/acc` still
-reproduces. It is then logged as a pyfunc model (see `registry.py`) in a new child run of the
+reproduces. It is then logged as a pyfunc model (`registry.publish`) in a new child run of the
 search (tag `mixmo.kind=promotion`), registered as a new version of `--model-name` (default
 `mixmo-<search>`), tagged with its lineage and metrics, and given the alias.
 
@@ -337,7 +337,6 @@ def _carry_out(plan: PromotionPlan, device: str) -> Promotion:
     import torch
 
     from mixmo_search import registry
-    from mixmo_search.checkpoint import code_revision
     from mixmo_search.datasets import load_dataset
     from mixmo_search.metrics import evaluate
     from mixmo_search.train import predict, resolve_device
@@ -362,38 +361,16 @@ def _carry_out(plan: PromotionPlan, device: str) -> Promotion:
     warnings = _test_check(trial, measured["test/acc"], len(ds.test))
 
     # writes start here: every check above has passed
-    parent = client.get_run(plan.parent_run_id).data.tags
-    run = client.create_run(
-        plan.experiment_id,
-        run_name=f"promote-{trial.trial_id}",
-        tags={
-            tracking.PARENT: plan.parent_run_id, tracking.KIND: registry.PROMOTION,
-            tracking.SEARCH: plan.search, registry.PROMOTED_TRIAL: trial.trial_id,
-            "mixmo.trial_run_id": trial.run_id, "mixmo.policy": plan.policy.name,
-        },
+    run_id, version = registry.publish(
+        client, network, ds.test.images[:2], experiment_id=plan.experiment_id,
+        search=plan.search, search_run_id=plan.parent_run_id, trial_id=trial.trial_id,
+        trial_run_id=trial.run_id, policy=plan.policy.name, chosen_by=plan.chosen_by,
+        min_acc=plan.min_acc, trial_metrics={**trial.val, **trial.test}, params=params,
+        measured=measured, model_name=plan.model_name, alias=plan.alias,
     )  # fmt: skip
-    run_id = run.info.run_id
-    tracking.log_params(client, run_id, params)
-    tracking.log_metrics(client, run_id, measured, step=0)
-    info = registry.log_network(client, run_id, network, ds.test.images[:2])
-    tags = {
-        "mixmo.search": plan.search,
-        "mixmo.trial_id": trial.trial_id,
-        "mixmo.trial_run_id": trial.run_id,
-        "mixmo.policy": plan.policy.name,
-        "mixmo.chosen_by": plan.chosen_by,
-        "mixmo.space_digest": parent.get("mixmo.space_digest", "unknown"),
-        "mixmo.code_revision": parent.get("mixmo.code_revision", "unknown"),
-        "mixmo.promote_code_revision": code_revision(),
-        **({"mixmo.min_acc": str(plan.min_acc)} if plan.min_acc is not None else {}),
-        **{k: repr(v) for k, v in {**trial.val, **trial.test}.items()},
-        "promote/test/acc": repr(measured["test/acc"]),
-    }
-    version = registry.register(client, plan.model_name, info, run_id, tags)
-    client.set_registered_model_alias(plan.model_name, plan.alias, version.version)
     return Promotion(
         model_name=plan.model_name,
-        version=str(version.version),  # the SQL registry gives ints, other stores strings
+        version=version,
         alias=plan.alias,
         model_uri=f"models:/{plan.model_name}@{plan.alias}",
         search=plan.search,

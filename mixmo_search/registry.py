@@ -5,7 +5,8 @@ A promoted network is logged as an `mlflow.pyfunc` model with two artifacts: `we
 channels, image size, classes, normalisation). The package's source travels inside the model
 (`code_paths`), so `mlflow.pyfunc.load_model` and `mlflow models serve` rebuild the network
 where mixmo_search is not installed. Python users call `load_network`, which reads the same two
-artifacts with the installed package and leaves `sys.path` alone.
+artifacts with the installed package and leaves `sys.path` alone. `publish` makes every write of
+a promotion: its run under the search, the logged model, the tagged version and the alias.
 
 pyfunc input: float32 (N, C, H, W) raw pixels in [0, 255]; output: one row per image with the
 ensemble `class`, its softmax `confidence` and each member's class `vote_0` ... `vote_{M-1}`.
@@ -29,6 +30,7 @@ from mlflow.pyfunc import PythonModel
 from torch import Tensor
 
 from mixmo_search import tracking
+from mixmo_search.checkpoint import code_revision
 from mixmo_search.config import TrainConfig, resolve_config
 from mixmo_search.data import Normalizer
 from mixmo_search.metrics import ensemble_logits
@@ -246,6 +248,63 @@ def register(
         return client.create_model_version(
             model_name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
         )
+
+
+def publish(
+    client: MlflowClient,
+    network: LoadedNetwork,
+    example: Tensor,
+    *,
+    experiment_id: str,
+    search: str,
+    search_run_id: str,
+    trial_id: str,
+    trial_run_id: str,
+    policy: str,
+    chosen_by: str,
+    min_acc: float | None,
+    trial_metrics: dict[str, float],
+    params: dict[str, str],
+    measured: dict[str, float],
+    model_name: str,
+    alias: str,
+) -> tuple[str, str]:
+    """Every write of a promotion; returns the promotion run's id and the new version.
+
+    In order: a child run of the search (`mixmo.kind=promotion`) with the trial's `params` and
+    the `measured` test metrics, `network` logged in it as a pyfunc model, a new version of
+    `model_name` tagged with its lineage and `trial_metrics`, and `alias` moved to it.
+    """
+    parent = client.get_run(search_run_id).data.tags
+    run = client.create_run(
+        experiment_id,
+        run_name=f"promote-{trial_id}",
+        tags={
+            tracking.PARENT: search_run_id, tracking.KIND: PROMOTION,
+            tracking.SEARCH: search, PROMOTED_TRIAL: trial_id,
+            "mixmo.trial_run_id": trial_run_id, "mixmo.policy": policy,
+        },
+    )  # fmt: skip
+    run_id = run.info.run_id
+    tracking.log_params(client, run_id, params)
+    tracking.log_metrics(client, run_id, measured, step=0)
+    info = log_network(client, run_id, network, example)
+    tags = {
+        "mixmo.search": search,
+        "mixmo.trial_id": trial_id,
+        "mixmo.trial_run_id": trial_run_id,
+        "mixmo.policy": policy,
+        "mixmo.chosen_by": chosen_by,
+        "mixmo.space_digest": parent.get("mixmo.space_digest", "unknown"),
+        "mixmo.code_revision": parent.get("mixmo.code_revision", "unknown"),
+        "mixmo.promote_code_revision": code_revision(),
+        **({"mixmo.min_acc": str(min_acc)} if min_acc is not None else {}),
+        **{k: repr(v) for k, v in trial_metrics.items()},
+        "promote/test/acc": repr(measured["test/acc"]),
+    }
+    version = register(client, model_name, info, run_id, tags)
+    client.set_registered_model_alias(model_name, alias, version.version)
+    return run_id, str(version.version)  # the SQL registry gives ints, other stores strings
 
 
 def load_network(

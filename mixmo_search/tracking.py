@@ -233,16 +233,10 @@ def download_predictions(client: MlflowClient, run_id: str, split: str) -> Predi
 
     from mixmo_search.predictions import load_predictions
 
-    artifact = f"predictions/{split}.npz"
     with tempfile.TemporaryDirectory(prefix="mixmo-predictions-") as folder:
-        try:
-            path = client.download_artifacts(run_id, artifact, folder)
-        except Exception as err:  # noqa: BLE001 - MLflow raises several types for "missing"
-            raise TrackingError(
-                f"run {run_id} has no artifact {artifact} ({type(err).__name__}); only "
-                "finished trials store predictions: pick finished trials"
-            ) from None
-        return load_predictions(path)
+        return load_predictions(
+            download_artifact(client, run_id, f"predictions/{split}.npz", folder)
+        )
 
 
 def search_run_id(client: MlflowClient, exp_id: str, name: str) -> str:

@@ -2,7 +2,7 @@
 
 tpe, random, gp and nsga2 handle one or several objectives; cmaes handles one (and draws
 categorical params at random); grid enumerates the categorical and int params. cmaes needs
-`pip install cmaes`; gp needs scipy and torch. The rules live in `space.check_sampler`, so a
+`pip install cmaes`; gp needs scipy and torch. The rules live in `schema.check_sampler`, so a
 bad sampler fails when the space loads, before any trial runs.
 """
 
@@ -12,13 +12,8 @@ from collections.abc import Sequence
 
 import optuna
 
-from mixmo_search.search.space import (
-    SAMPLER_OPTIONS,
-    Param,
-    SamplerSpec,
-    SearchSpace,
-    check_sampler,
-)
+from mixmo_search.search.schema import SAMPLER_OPTIONS, check_sampler
+from mixmo_search.search.space import Param, SamplerSpec, SearchSpace
 
 SAMPLERS = tuple(SAMPLER_OPTIONS)
 

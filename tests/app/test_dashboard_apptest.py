@@ -89,7 +89,8 @@ def test_tradeoff_page_plots_every_trial(monkeypatch, search_store, trials):
         if trace.get("name") != "selected"
         for p in trace.get("customdata", [])
     ]
-    assert sorted(points) == sorted(trials["run_id"])
+    scored = trials[trials["val/acc"].notna() & trials["val/disagreement"].notna()]
+    assert sorted(points) == sorted(scored["run_id"])
     assert "Pareto front" in [trace.get("name") for trace in spec["data"]]
     assert spec["layout"]["xaxis"]["title"]["text"] == "val/disagreement"
     app.selectbox(key=f"{search_store.parent_run_id}-x").set_value("val/nll").run()
@@ -107,7 +108,7 @@ def test_parameters_page(monkeypatch, search_store, trials):
 
 
 def test_compare_page_side_by_side(monkeypatch, search_store, trials):
-    picked = trials["run_id"].tolist()[:2]
+    picked = trials.loc[trials["val/acc"].notna(), "run_id"].tolist()[:2]
     app = open_app(
         monkeypatch, search_store.uri, "views/compare.py", {search_store.parent_run_id: picked}
     )

@@ -18,7 +18,7 @@ from mixmo_search.search import (
     make_sampler,
     sampler_for,
 )
-from mixmo_search.search.space import SAMPLER_PACKAGES
+from mixmo_search.search.schema import SAMPLER_PACKAGES
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
