@@ -115,6 +115,7 @@ page = st.navigation(
         st.Page("views/parameters.py", title="Parameters", icon=":material/tune:"),
         st.Page("views/compare.py", title="Compare trials", icon=":material/compare_arrows:"),
         st.Page("views/ensembles.py", title="Ensembles", icon=":material/join:"),
+        st.Page("views/promote.py", title="Promote", icon=":material/publish:"),
     ]
 )
 st.session_state["rendered_at"] = time.monotonic()

@@ -48,8 +48,7 @@ def open_store(uri: str) -> MlflowClient:
         if not path.is_file():
             raise tracking.TrackingError(
                 f"no MLflow store at {path}: run a search first (python -m mixmo_search.tune "
-                f"--space search_spaces/quickstart.yaml --mlflow-uri {uri}), or enter the URI "
-                "of an existing store in the sidebar"
+                f"--space search_spaces/quickstart.yaml --mlflow-uri {uri})"
             )
     return tracking.connect(uri)
 

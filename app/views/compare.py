@@ -7,17 +7,7 @@ import streamlit as st
 from app import charts, queries, state
 
 MAX_SIDE_BY_SIDE = 4
-COMPARED = (
-    "acc",
-    "nll",
-    "nll_ts",
-    "ece",
-    "ece_ts",
-    "temperature",
-    "disagreement",
-    "ratio_error",
-    "member_acc_mean",
-)
+COMPARED = "acc nll nll_ts ece ece_ts temperature disagreement ratio_error member_acc_mean".split()
 
 search = state.search()
 trials = queries.trials(search.uri, search.experiment_id, search.run_id)
@@ -57,7 +47,7 @@ split = st.radio("Split", ["val", "test"], horizontal=True, key=f"{search.run_id
 left, right = st.columns(2)
 left.markdown("**Parameters that differ**")
 left.dataframe(queries.param_differences(trials, side))
-right.markdown(f"**Final {split} metrics**")
+right.markdown(f"**{split} metrics**")
 metrics = [f"{split}/{m}" for m in COMPARED] + ["best_epoch"]
 right.dataframe(queries.metric_comparison(trials, side, metrics).style.format("{:.4f}"))
 left, right = st.columns(2)

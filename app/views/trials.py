@@ -59,6 +59,7 @@ st.dataframe(
     table,
     key=table_key,
     hide_index=True,
+    placeholder="–",
     on_select=lambda: select_rows(table_key),
     selection_mode="multi-row",
     selection_default={"selection": {"rows": default_rows}},
