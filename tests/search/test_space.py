@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import math
 import warnings
 from pathlib import Path
@@ -318,7 +317,6 @@ def test_warnings_for_runnable_but_odd_spaces(tmp_path: Path) -> None:
         load_space(write(tmp_path, VALID))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cmaes") is None, reason="cmaes not installed")
 def test_cmaes_refuses_several_objectives(tmp_path: Path) -> None:
     text = edit(13, "  - {metric: val/acc, mode: max}\n  - {metric: val/nll, mode: min}")
     text = text.replace("type: tpe", "type: cmaes").replace("type: asha,", "type: fifo,")
