@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 SPACES = Path(__file__).parent / "spaces"
@@ -25,6 +26,7 @@ class SearchStore:
     parent_run_id: str
     space: Path
     log: str
+    n_trials: int
 
 
 def _run_tune(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -43,7 +45,7 @@ def run_tune():
 
 @pytest.fixture(scope="session")
 def search_store(tmp_path_factory) -> SearchStore:
-    """A real multi-objective search (Ray, Optuna, MLflow, training on digits): 5 trials."""
+    """A real multi-objective search (Ray, Optuna, MLflow, training on digits)."""
     root = tmp_path_factory.mktemp("search")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     space = SPACES / "pareto_small.yaml"
@@ -53,4 +55,7 @@ def search_store(tmp_path_factory) -> SearchStore:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     meta = json.loads((root / "runs" / "fixture" / "search.json").read_text())
-    return SearchStore(uri, root / "runs", "fixture", meta["parent_run_id"], space, done.stdout)
+    n_trials = yaml.safe_load(space.read_text())["budget"]["trials"]
+    return SearchStore(
+        uri, root / "runs", "fixture", meta["parent_run_id"], space, done.stdout, n_trials
+    )

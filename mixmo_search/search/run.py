@@ -296,11 +296,14 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
     from mixmo_search.search.trainable import train_trial
 
     space = plan.space
+    # a checkpoint every epoch is by design (resume, retries): no warning about it
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if plan.address is None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(
             num_cpus=int(plan.cpus_total), num_gpus=math.ceil(plan.gpus_total),
             include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False,
+            log_to_driver=False,  # trials' own logs stay in Ray's session folder
         )  # fmt: skip
     else:
         ray.init(address=plan.address, configure_logging=False)

@@ -72,7 +72,7 @@ def test_trials_page_shows_the_five_trials_and_their_links(monkeypatch, search_s
         zip(trials["trial_id"], trials["status"], strict=True)
     )
     assert all(f"/runs/{r}" in " ".join(table["mlflow"]) for r in trials["run_id"])
-    assert {m.label: int(m.value) for m in app.metric}["trials"] == 5
+    assert {m.label: int(m.value) for m in app.metric}["trials"] == search_store.n_trials
     status = app.multiselect(key=f"{search_store.parent_run_id}-status")
     status.set_value(["finished"]).run()
     shown = app.dataframe[0].value

@@ -31,19 +31,19 @@ def test_searches_lists_the_search_with_counts_and_best(search_store, raw):
     row = found.set_index("run_id").loc[search_store.parent_run_id]
     assert row["search"] == search_store.name
     assert row["status"] == "FINISHED"
-    assert row["trials/total"] == 5
+    assert row["trials/total"] == search_store.n_trials
     assert row["experiment_id"] == raw[0]
     assert row["best_metric"] == "val/acc"
     finished = raw[1][raw[1]["status"] == "finished"]
     if len(finished):
         assert row["best"] == pytest.approx(finished["final/val/acc"].max())
     label = queries.search_label(row)
-    assert search_store.name in label and "5 trials" in label
+    assert search_store.name in label and f"{search_store.n_trials} trials" in label
 
 
 def test_trials_frame_has_every_trial_and_status(search_store, raw, trials):
     _, loaded = raw
-    assert len(trials) == 5
+    assert len(trials) == search_store.n_trials
     assert sorted(trials["run_id"]) == sorted(loaded["run_id"])
     assert set(trials["status"]) <= set(queries.STATUSES)
     parent = tracking.connect(search_store.uri).get_run(search_store.parent_run_id)
@@ -124,7 +124,7 @@ def test_importance_needs_two_finished_trials_and_ranks_the_params(trials):
     params = queries.searched_params(trials)
     one = trials.assign(status=["finished"] + ["pruned"] * (len(trials) - 1))
     assert queries.param_importances(one, params, "val/acc", "max").empty
-    # Every trial replayed as finished on its last reported value: 5 trials, 4 params.
+    # Every trial replayed as finished on its last reported value (4 params).
     everyone = trials.assign(status="finished")
     for evaluator in queries.EVALUATORS:
         scores = queries.param_importances(everyone, params, "val/acc", "max", evaluator=evaluator)

@@ -73,7 +73,7 @@ def test_quickstart_runs_end_to_end(tmp_path, run_tune):
 
 def test_pareto_set_matches_non_dominated_trials_in_mlflow(search_store):
     client, trials = _trials(search_store.uri, search_store.parent_run_id)
-    assert len(trials) == 5
+    assert len(trials) == search_store.n_trials
     finished = trials[trials.status == "finished"]
     points = list(zip(finished["final/val/acc"], finished["final/val/disagreement"],
                       strict=True))  # fmt: skip
