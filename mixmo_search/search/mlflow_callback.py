@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune import Callback
 
 from mixmo_search import tracking
+from mixmo_search.errors import ConfigError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -49,11 +50,14 @@ class MlflowTrials(Callback):
     def _run_id(self, trial: Trial) -> str:
         run_id = self.runs.get(trial.trial_id)
         if run_id is None:
-            cfg = self.space.trial_config({**self.base, **_sampled(trial.config)})
+            sampled = _sampled(trial.config)
+            try:
+                params = self.space.trial_config({**self.base, **sampled}).flat()
+            except ConfigError:  # an invalid combination: the trial fails and says why
+                params = {**self.space.overrides, **self.base, **sampled}
             run_id = tracking.start_trial_run(
                 self.client, self.exp_id, self.parent_id, search=self.space.name,
-                trial_id=trial.trial_id,
-                params={**cfg.flat(), "searched": sorted(_sampled(trial.config))},
+                trial_id=trial.trial_id, params={**params, "searched": sorted(sampled)},
             )  # fmt: skip
             self.runs[trial.trial_id] = run_id
         return run_id

@@ -187,3 +187,21 @@ def test_an_existing_search_needs_resume(search_store, tmp_path, run_tune):
                     "--name", search_store.name, "--mlflow-uri", search_store.uri,
                     cwd=tmp_path, timeout=300)  # fmt: skip
     assert done.returncode == 2 and "--resume" in done.stderr
+
+
+def test_a_failing_trial_is_recorded_with_its_reason(tmp_path, run_tune):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_tune("--space", str(SPACES / "failing_combo.yaml"), "--gpus", "0",
+                    "--mlflow-uri", uri, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "1 failed" in done.stdout
+    meta = json.loads((tmp_path / "runs/searches/failing-combo/search.json").read_text())
+    client, trials = _trials(uri, meta["parent_run_id"])
+    assert len(trials) == 4
+    failed = trials[trials.status == "failed"]
+    assert len(failed) == 1
+    assert failed["param.optim.batch_size"].item() == 48
+    assert failed["param.optim.batch_repeat"].item() == 32
+    assert "must be a multiple of `optim.batch_repeat`" in failed["error"].item()
+    assert client.get_run(failed.run_id.item()).info.status == "FAILED"
+    assert (trials.status == "finished").sum() == 3
