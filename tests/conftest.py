@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -59,3 +61,29 @@ def search_store(tmp_path_factory) -> SearchStore:
     return SearchStore(
         uri, root / "runs", "fixture", meta["parent_run_id"], space, done.stdout, n_trials
     )
+
+
+@pytest.fixture(scope="session")
+def private_store(search_store):
+    """`copy(folder) -> uri`: a writable copy of the session's search store."""
+
+    def copy(folder: Path) -> str:
+        """A copy of the session's search store that this module may write to.
+
+        MLflow records absolute artifact locations, so after copying the database and its
+        `mlartifacts/` we point them at the copy: new runs and models then land in `folder` and
+        the shared store stays as the other tests expect it.
+        """
+        source_db = Path(search_store.uri.removeprefix("sqlite:///"))
+        shutil.copy(source_db, folder / "mlflow.db")
+        shutil.copytree(source_db.parent / "mlartifacts", folder / "mlartifacts")
+        old, new = (source_db.parent / "mlartifacts").as_uri(), (folder / "mlartifacts").as_uri()
+        with sqlite3.connect(folder / "mlflow.db") as db:
+            db.execute(
+                "UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)",
+                (old, new),
+            )
+            db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
+        return f"sqlite:///{folder / 'mlflow.db'}"
+
+    return copy

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -19,23 +17,10 @@ from mixmo_search.promote import promote
 from mixmo_search.registry import classify, load_network
 
 
-def private_store(search_store, folder: Path) -> str:
-    """A writable copy of the session's search store (see tests/test_promote.py)."""
-    source_db = Path(search_store.uri.removeprefix("sqlite:///"))
-    shutil.copy(source_db, folder / "mlflow.db")
-    shutil.copytree(source_db.parent / "mlartifacts", folder / "mlartifacts")
-    old, new = (source_db.parent / "mlartifacts").as_uri(), (folder / "mlartifacts").as_uri()
-    with sqlite3.connect(folder / "mlflow.db") as db:
-        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)",
-                   (old, new))  # fmt: skip
-        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
-    return f"sqlite:///{folder / 'mlflow.db'}"
-
-
 @pytest.fixture(scope="module")
-def promoted(search_store, tmp_path_factory) -> tuple[str, str]:
+def promoted(search_store, private_store, tmp_path_factory) -> tuple[str, str]:
     """(tracking URI, model URI) of the fixture search's promoted champion."""
-    store = private_store(search_store, tmp_path_factory.mktemp("predict-store"))
+    store = private_store(tmp_path_factory.mktemp("predict-store"))
     result = promote(search_store.name, tracking_uri=store)
     return store, result.model_uri
 

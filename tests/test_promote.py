@@ -4,8 +4,6 @@ alias in a fresh process, refusal of a worse candidate, and bad input that chang
 from __future__ import annotations
 
 import json
-import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -20,24 +18,6 @@ from mixmo_search.config import resolve_config
 from mixmo_search.predictions import load_predictions
 from mixmo_search.promote import POLICIES, PromoteError, Trial, main, promote, select_trial
 from mixmo_search.train import train
-
-
-def private_store(search_store, folder: Path) -> str:
-    """A copy of the session's search store that this module may write to.
-
-    MLflow records absolute artifact locations, so after copying the database and its
-    `mlartifacts/` we point them at the copy: new runs and models then land in `folder` and
-    the shared store stays as the other tests expect it.
-    """
-    source_db = Path(search_store.uri.removeprefix("sqlite:///"))
-    shutil.copy(source_db, folder / "mlflow.db")
-    shutil.copytree(source_db.parent / "mlartifacts", folder / "mlartifacts")
-    old, new = (source_db.parent / "mlartifacts").as_uri(), (folder / "mlartifacts").as_uri()
-    with sqlite3.connect(folder / "mlflow.db") as db:
-        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)",
-                   (old, new))  # fmt: skip
-        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
-    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 def add_weak_search(uri: str, folder: Path) -> dict[str, float]:
@@ -63,9 +43,9 @@ def add_weak_search(uri: str, folder: Path) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def store(search_store, tmp_path_factory) -> str:
+def store(search_store, private_store, tmp_path_factory) -> str:
     """The private store, with one more search, `stopped`, whose only trial was stopped early."""
-    uri = private_store(search_store, tmp_path_factory.mktemp("promote-store"))
+    uri = private_store(tmp_path_factory.mktemp("promote-store"))
     client = tracking.connect(uri)
     exp_id = tracking.experiment_id(client)
     parent = tracking.start_search_run(client, exp_id, name="stopped", tags={}, params={},
