@@ -205,3 +205,33 @@ def test_a_failing_trial_is_recorded_with_its_reason(tmp_path, run_tune):
     assert "must be a multiple of `optim.batch_repeat`" in failed["error"].item()
     assert client.get_run(failed.run_id.item()).info.status == "FAILED"
     assert (trials.status == "finished").sum() == 3
+
+
+def test_a_crashed_trial_retries_from_its_last_checkpoint(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "mixmo_search.tune", "--space", str(SPACES / "one_trial.yaml"),
+         "--gpus", "0", "--mlflow-uri", uri], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )  # fmt: skip
+    search = tmp_path / "runs/searches/one-trial"
+
+    def reported_epochs() -> list[dict]:
+        files = list(search.glob("*/result.json"))
+        lines = files[0].read_text().splitlines() if files else []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    _wait_for(lambda: len(reported_epochs()) >= 3, 300, "three reported epochs")
+    os.kill(reported_epochs()[-1]["pid"], signal.SIGKILL)  # the trial's worker dies
+    output, _ = driver.communicate(timeout=600)
+    assert driver.returncode == 0, output[-3000:]
+    results = reported_epochs()
+    assert results[-1]["epoch"] == 30
+    # restored from a checkpoint, not restarted from scratch: fewer iterations since restore
+    assert results[-1]["iterations_since_restore"] < 30
+    meta = json.loads((search / "search.json").read_text())
+    client, trials = _trials(uri, meta["parent_run_id"])
+    assert len(trials) == 1 and trials.status.item() == "finished"
+    epochs = {m.step for m in client.get_metric_history(trials.run_id.item(), "val/acc")}
+    assert epochs == set(range(1, 31))
