@@ -12,8 +12,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# each `make run` is a new search (a name taken by an earlier one needs --resume)
 run: $(VENV)/.installed
-	$(PY) -m mixmo_search.tune --space search_spaces/quickstart.yaml --gpus 0
+	$(PY) -m mixmo_search.tune --space search_spaces/quickstart.yaml --gpus 0 \
+		--name quickstart-$(shell date +%Y%m%d-%H%M%S)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
