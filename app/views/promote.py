@@ -75,13 +75,23 @@ force = False
 if plan.refusal:
     st.warning(plan.refusal, icon="⚠️")
     force = st.checkbox("Replace it anyway (--force)", key=f"{search.run_id}-promote-force")
+confirm_key, go_key = f"{search.run_id}-promote-confirm", f"{search.run_id}-promote-go"
 confirmed = st.checkbox(
     f"Re-evaluate trial {plan.trial.trial_id} on the test split, register it and move "
     f"@{plan.alias}",
-    key=f"{search.run_id}-promote-confirm",
+    key=confirm_key,
 )
 blocked = bool(plan.refusal) and not force
-if st.button("Promote", type="primary", disabled=not confirmed or blocked):
+
+
+def _clicked() -> None:
+    # one confirmation, one promotion: untick before the rerun that promotes
+    st.session_state[confirm_key] = False
+    st.session_state[go_key] = True
+
+
+st.button("Promote", type="primary", disabled=not confirmed or blocked, on_click=_clicked)
+if st.session_state.pop(go_key, False):
     try:
         with st.spinner("Re-evaluating on the test split, logging and registering the model"):
             result = promote(search.name, force=force, **request)
