@@ -2,7 +2,6 @@
 # a real search on the CPU with local Ray and a SQLite MLflow store) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-export RAY_AUTH_MODE ?= disabled
 
 .PHONY: run test lint bench dashboard
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -21,6 +20,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mixmo_search.search.cluster import use_local_ray_env  # noqa: E402
+
+use_local_ray_env()  # before ray is imported: loopback and token authentication
 
 from mixmo_search.search.run import make_plan, run_search  # noqa: E402
 from mixmo_search.search.space import load_space  # noqa: E402
@@ -33,7 +35,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=6)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     space = load_space(SPACE)
     walls = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,6 +24,7 @@ DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagefolder", "digits")
 MIX_BLOCKS = ("sum", "linear", "cut", "cow", "patchup")
 INPUT_MIXES = ("none", "cutmix", "mixup")
 DEVICES = ("auto", "cpu", "cuda")
+MAX_MEMBERS = 8
 
 
 def _choice(*allowed: str) -> dict[str, Any]:
@@ -49,7 +50,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "wrn28_10"  # a name from `mixmo_search.models.list_models()`
-    n_members: int = field(default=2, metadata=_range(1, 8))  # M encoders and heads
+    n_members: int = field(default=2, metadata=_range(1, MAX_MEMBERS))  # M encoders and heads
     stem_stride: int = field(default=1, metadata=_range(1, 4))  # 2 on Tiny ImageNet (spec)
 
 
@@ -213,6 +214,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         loaded = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot be read as a YAML text file ({err})") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of sections")
     return loaded
@@ -270,9 +273,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
     if path is None:
         return resolve_config(overrides=overrides)
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise ConfigError(
-            f"config file {path} does not exist; presets: {', '.join(list_presets())}"
+            f"config file {path} {what}; give a YAML file (`preset: NAME` plus sections), or "
+            f"--preset NAME with one of: {', '.join(list_presets())}"
         )
     return resolve_config(_read_yaml(path), overrides=overrides, source=str(path))
 

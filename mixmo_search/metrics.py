@@ -14,6 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# What `evaluate` reports for a split (keys `f"{split}/{name}"`), besides one `acc_member{k}`
+# per member; and what the trainer reports of each training epoch. Search objectives must be
+# among these, so a typo fails when the space loads, not after a trial's first epoch.
+SPLIT_METRICS = ("acc", "top5", "nll", "ece", "brier", "nll_ts", "ece_ts", "temperature",
+                 "member_acc_mean", "ratio_error", "disagreement")  # fmt: skip
+TRAIN_METRICS = ("loss", "acc", "slots_per_s")
 # Golden-section search bounds on log T: T in [0.01, 100] covers any temperature a trained
 # network needs; all-correct, separable logits run to the lower bound, which is still finite.
 _LOG_T_LOW, _LOG_T_HIGH = math.log(1e-2), math.log(1e2)

@@ -16,13 +16,17 @@ Layout of the store (the dashboard and `promote` read it through the functions b
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixmo_search.errors import UserError
+from mixmo_search.files import unwritable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,6 +44,12 @@ TERMINAL_MLFLOW = {"finished": "FINISHED", "pruned": "FINISHED", "failed": "FAIL
                    "interrupted": "KILLED"}  # fmt: skip
 
 
+# store URI scheme -> the Python driver it needs ("" for none)
+STORE_SCHEMES = {"sqlite": "", "postgresql": "psycopg", "mysql": "", "http": "", "https": ""}
+STORE_DRIVERS = {"psycopg": "'psycopg[binary]'"}
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 class TrackingError(UserError):
     """The MLflow store cannot be reached or does not hold what was asked for."""
 
@@ -49,35 +59,113 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def connect(uri: str) -> MlflowClient:
-    """A client for `uri`, checked to answer (a clear error instead of a long retry loop)."""
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI, None for other stores."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def check_store(uri: str) -> None:
+    """Refuse a store URI this tool cannot use, without writing anything (plan time).
+
+    A SQLite file must be a SQLite database (or not exist yet, in a writable folder); other
+    stores must use a scheme MLflow serves searches from, with their driver installed.
+    """
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme not in STORE_SCHEMES:
+        raise TrackingError(
+            f"unsupported MLflow store {uri!r}; use one of: sqlite:///PATH (default "
+            "sqlite:///mlflow.db), postgresql://USER@HOST/DB, mysql://..., or the http(s):// "
+            "address of an MLflow server"
+        )
+    path = sqlite_path(uri)
+    if path is not None:
+        _check_sqlite_file(path)
+    elif STORE_SCHEMES[scheme] and importlib.util.find_spec(STORE_SCHEMES[scheme]) is None:
+        raise TrackingError(
+            f"the MLflow store {uri!r} needs the {STORE_SCHEMES[scheme]} driver; "
+            f"`pip install {STORE_DRIVERS[STORE_SCHEMES[scheme]]}`"
+        )
+
+
+def _check_sqlite_file(path: Path) -> None:
+    if path.is_dir():
+        raise TrackingError(f"the MLflow store {path} is a folder; give a .db file path")
+    if path.exists():
+        with path.open("rb") as db:
+            header = db.read(len(SQLITE_HEADER))
+        if header and header != SQLITE_HEADER:
+            raise TrackingError(
+                f"{path} is not a SQLite database, so it cannot be the MLflow store; pass "
+                "another --mlflow-uri (e.g. sqlite:///mlflow.db)"
+            )
+        return
+    reason = unwritable(path)
+    if reason:
+        raise TrackingError(
+            f"cannot create the MLflow store {path}: {reason}; pass --mlflow-uri "
+            "sqlite:///A/WRITABLE/PATH.db"
+        )
+
+
+def connect(uri: str, *, create: bool = True) -> MlflowClient:
+    """A client for `uri`, checked to answer (a clear error instead of a long retry loop).
+
+    `create=False` is for readers (dashboard, promote, predict): a missing SQLite file is
+    reported instead of being created empty. The first connection to a SQLite file creates
+    or migrates its tables; it holds an exclusive lock on the file meanwhile, so searches and
+    dashboards that open one new store at the same moment take turns instead of racing in
+    MLflow's migrations.
+    """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        client.search_experiments(max_results=1)
-    except Exception as err:  # noqa: BLE001 - any failure here means "unreachable"
+    check_store(uri)
+    path = sqlite_path(uri)
+    if path is not None and not create and not path.is_file():
         raise TrackingError(
-            f"cannot reach the MLflow tracking store {uri!r} ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]}); start the server, or pass another URI with "
-            "--mlflow-uri (default: a SQLite file mlflow.db in the working directory)"
+            f"no MLflow store at {path}: run a search first (python -m mixmo_search.tune "
+            f"--mlflow-uri {uri} ...), or pass the URI of an existing store with --mlflow-uri"
+        )
+    try:
+        with _first_use_lock(path):
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - any failure here means "unusable"
+        what = f"open the MLflow store {path}" if path else f"reach the MLflow store {uri!r}"
+        fix = (
+            "if the file is damaged, move it aside and let the next search start a new one"
+            if path
+            else "start the server, or pass another URI with --mlflow-uri"
+        )
+        raise TrackingError(
+            f"cannot {what} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); {fix}"
         ) from None
     return client
 
 
 def connect_existing(uri: str) -> MlflowClient:
-    """`connect` for a store that must exist already: a missing SQLite file is reported, where
-    MLflow would create an empty one."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise TrackingError(
-                f"no MLflow store at {path}: run a search first (python -m mixmo_search.tune "
-                f"--mlflow-uri {uri} ...), or pass the URI of an existing store with --mlflow-uri"
-            )
-    return connect(uri)
+    """`connect` for a store that must exist already (readers)."""
+    return connect(uri, create=False)
+
+
+@contextmanager
+def _first_use_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive lock on the SQLite file (created empty if missing) for the block."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # flock on the database file itself: SQLite locks with fcntl byte ranges, which flock
+    # does not touch, and no lock file is left behind
+    with path.open("ab") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def experiment_id(client: MlflowClient, name: str = EXPERIMENT, *, create: bool = True) -> str:
@@ -87,11 +175,17 @@ def experiment_id(client: MlflowClient, name: str = EXPERIMENT, *, create: bool 
         return found.experiment_id
     if not create:
         raise TrackingError(f"the MLflow store has no experiment {name!r}; run a search first")
-    uri = client.tracking_uri
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    from mlflow.exceptions import MlflowException
+
+    path = sqlite_path(client.tracking_uri)
+    location = (path.parent / "mlartifacts").as_uri() if path else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another process created it a moment ago
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def start_search_run(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -23,15 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mixmo_search import checkpoint
+from mixmo_search import checkpoint, files
 from mixmo_search.config import TrainConfig, list_presets, load_config, resolve_config
 from mixmo_search.data import Normalizer, augmented, epoch_indices, eval_batches
 from mixmo_search.datasets import Dataset, load_dataset
-from mixmo_search.errors import ConfigError, exit_on_user_error
+from mixmo_search.errors import ConfigError, TrainingDiverged, exit_on_user_error
 from mixmo_search.metrics import evaluate
 from mixmo_search.mixing import loss_weights, make_mix, mix_inputs, p_at
 from mixmo_search.models import MixMoNet, create_model
 from mixmo_search.predictions import save_predictions
+
+DIVERGED_LOSS = 1e4  # a weighted cross-entropy this large means the logits blew up
+DIVERGENCE_CHECK_STEPS = 20  # steps between divergence checks (each is one host sync)
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,12 @@ def train(
             f"{out_dir} already holds a checkpoint; pass --resume to continue it or choose "
             "another `run.out_dir`"
         )
+    if resume and not last_path.exists():
+        raise ConfigError(
+            f"nothing to resume: {last_path} does not exist; check `run.out_dir`, or drop "
+            "--resume to start a new training there"
+        )
+    _check_writable(out_dir)  # before the data loads: a typo should not wait for it
 
     # data: the whole set as uint8 tensors on the device
     ds = load_dataset(cfg.data).to(device)
@@ -136,7 +146,7 @@ def train(
 
     # resume from last.pt, checking it was written for the same training
     start_epoch, best_acc, best_epoch = 0, -1.0, 0
-    if resume and last_path.exists():
+    if resume:
         state = checkpoint.load(last_path, device)
         _check_same_training(state["config"], cfg)
         model.load_state_dict(state["model"])
@@ -164,6 +174,10 @@ def train(
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct_sum = torch.zeros((), device=device)
+        # first step whose loss was non-finite or above DIVERGED_LOSS (-1: none), and its loss;
+        # kept on the device and read every DIVERGENCE_CHECK_STEPS steps
+        bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        bad_loss = torch.zeros((), device=device)
         epoch_start = time.perf_counter()
         bar = _progress(indices, cfg, f"epoch {epoch + 1}/{o.epochs}")
         for step, idx in enumerate(bar):
@@ -208,8 +222,15 @@ def train(
             opt.step()
             loss_sum += loss.detach()
             correct_sum += (logits.detach().argmax(-1) == y).float().mean()
+            first_bad = (bad_step < 0) & ~(torch.isfinite(loss) & (loss < DIVERGED_LOSS))
+            bad_step = torch.where(first_bad, step, bad_step)
+            bad_loss = torch.where(first_bad, loss.detach(), bad_loss)
+            if (step + 1) % DIVERGENCE_CHECK_STEPS == 0 and bad_step >= 0:  # host sync, 1/20
+                _diverged(epoch, bad_step, bad_loss, cfg, steps_per_epoch)
             if cfg.run.progress and step % 25 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")  # host sync, 1/25
+        if bad_step >= 0:  # before anything of this epoch is evaluated or saved
+            _diverged(epoch, bad_step, bad_loss, cfg, steps_per_epoch)
         epoch_loss = loss_sum.item() / steps_per_epoch  # host sync: once an epoch
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
@@ -226,7 +247,7 @@ def train(
         if (epoch + 1) % cfg.run.eval_every == 0 or is_last:
             val_logits = predict(model, ds.val.images, normalize, cfg.run.eval_batch_size)
             metrics.update(evaluate(val_logits, ds.val.labels, prefix="val"))
-            if metrics["val/acc"] > best_acc:
+            if metrics["val/acc"] > best_acc and math.isfinite(metrics["val/nll"]):
                 best_acc, best_epoch = metrics["val/acc"], epoch + 1
                 checkpoint.save(best_path, {"model": model.state_dict(), "epoch": best_epoch})
         if cfg.run.checkpoint or is_last:
@@ -291,6 +312,23 @@ def _evaluate_best(
             out_dir / "predictions" / f"{split}.npz", logits, part.labels, split=split
         )
     return final
+
+
+def _diverged(
+    epoch: int, bad_step: Tensor, bad_loss: Tensor, cfg: TrainConfig, steps_per_epoch: int
+) -> None:
+    step = int(bad_step)
+    lr = lr_at(cfg, epoch, step, steps_per_epoch)
+    raise TrainingDiverged(epoch + 1, step + 1, float(bad_loss), lr)
+
+
+def _check_writable(out_dir: Path) -> None:
+    reason = files.unwritable(out_dir)
+    if reason:
+        raise ConfigError(
+            f"`run.out_dir` {out_dir} cannot be written: {reason}; choose another with "
+            "--set run.out_dir=PATH"
+        )
 
 
 def _aug(cfg: TrainConfig) -> dict[str, int | bool]:

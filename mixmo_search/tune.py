@@ -38,6 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.address is None:
+        from mixmo_search.search.cluster import use_local_ray_env
+
+        use_local_ray_env()  # before anything imports ray
     from mixmo_search.search.run import make_plan, run_search
     from mixmo_search.search.space import load_space
     from mixmo_search.search.summary import print_summary
@@ -53,6 +57,13 @@ def main(argv: list[str] | None = None) -> None:
         example = space.trial_config({**plan.base, **space.define_by_run(_fixed_trial(space))})
         print("  example trial config:", json.dumps(example.flat(), default=str))
         print("dry run: nothing was started or written")
+        return
+    if plan.finished:
+        print(
+            f"search {plan.name!r} already ran its {plan.trials} trials: nothing to resume. "
+            f"To run more, start a new search that learns from it: --name NEW --warm-start "
+            f"{plan.name}"
+        )
         return
     summary = run_search(plan)
     print_summary(summary, plan)

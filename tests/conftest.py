@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 SPACES = Path(__file__).parent / "spaces"
 
 
@@ -36,7 +35,7 @@ def _run_tune(*args: str, cwd: Path, timeout: float = 900) -> subprocess.Complet
     return subprocess.run(
         [sys.executable, "-m", "mixmo_search.tune", *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
 
 

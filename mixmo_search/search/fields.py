@@ -81,7 +81,7 @@ def _key_lines(path: Path, node: yaml.Node | None) -> dict[tuple[Any, ...], int]
     return lines
 
 
-def _did_you_mean(value: Any, allowed: Sequence[str]) -> str:
+def did_you_mean(value: Any, allowed: Sequence[str]) -> str:
     close = difflib.get_close_matches(str(value), list(allowed), n=3)
     return f"did you mean {' or '.join(f'`{c}`' for c in close)}? " if close else ""
 
@@ -89,7 +89,7 @@ def _did_you_mean(value: Any, allowed: Sequence[str]) -> str:
 def one_of(value: Any, allowed: Sequence[str], where: str, what: str) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise SpaceError(
-            f"{where}: unknown {what} {value!r}; {_did_you_mean(value, allowed)}"
+            f"{where}: unknown {what} {value!r}; {did_you_mean(value, allowed)}"
             f"choose one of: {', '.join(allowed) or '(none yet)'}"
         )
     return value
@@ -103,7 +103,7 @@ def check_fields(
             inside = f"in `{'.'.join(map(str, keys))}`" if keys else "at the top level"
             raise SpaceError(
                 f"{where(*keys, key)}: unknown key {key!r}; "
-                f"{_did_you_mean(key, allowed)}allowed {inside}: "
+                f"{did_you_mean(key, allowed)}allowed {inside}: "
                 f"{', '.join(allowed)}"
             )
 
@@ -138,12 +138,12 @@ def config_key(key: Any, where: str) -> str:
     siblings = [k.split(".", 1)[1] for k in keys if k.startswith(f"{section}.")]
     if not siblings:
         raise SpaceError(
-            f"{where}: {key!r} is not a training-config key; {_did_you_mean(key, keys)}"
+            f"{where}: {key!r} is not a training-config key; {did_you_mean(key, keys)}"
             f"keys are section.name with sections: {', '.join(SECTIONS)}"
         )
     close = [f"{section}.{c}" for c in difflib.get_close_matches(name, siblings, n=3)]
     raise SpaceError(
-        f"{where}: {key!r} is not a training-config key; {_did_you_mean(key, close)}"
+        f"{where}: {key!r} is not a training-config key; {did_you_mean(key, close)}"
         f"keys in `{section}`: {', '.join(siblings)}"
     )
 

@@ -6,6 +6,7 @@ processes) and works on a cluster where only the driver reaches the tracking ser
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from ray.tune.experiment import Trial
 
-    from mixmo_search.search.space import SearchSpace
+    from mixmo_search.search.run import SearchPlan
 
 # Tune's own bookkeeping keys: not worth an MLflow metric each
 _SKIP = {"timestamp", "time_this_iter_s", "time_total_s", "pid", "training_iteration",
@@ -32,11 +33,9 @@ class MlflowTrials(Callback):
     experiment; `setup` connects and reattaches to the runs of a resumed search.
     """
 
-    def __init__(
-        self, uri: str, exp_id: str, parent_id: str, space: SearchSpace, base: dict[str, Any]
-    ) -> None:
+    def __init__(self, uri: str, exp_id: str, parent_id: str, plan: SearchPlan) -> None:
         self.uri, self.exp_id, self.parent_id = uri, exp_id, parent_id
-        self.space, self.base = space, base
+        self.search, self.space, self.base = plan.name, plan.space, plan.base
         self.client: MlflowClient | None = None
         self.runs: dict[str, str] = {}
 
@@ -56,7 +55,7 @@ class MlflowTrials(Callback):
             except ConfigError:  # an invalid combination: the trial fails and says why
                 params = {**self.space.overrides, **self.base, **sampled}
             run_id = tracking.start_trial_run(
-                self.client, self.exp_id, self.parent_id, search=self.space.name,
+                self.client, self.exp_id, self.parent_id, search=self.search,
                 trial_id=trial.trial_id, params={**params, "searched": sorted(sampled)},
             )  # fmt: skip
             self.runs[trial.trial_id] = run_id
@@ -98,8 +97,14 @@ def _sampled(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _reason(trial: Trial) -> str:
-    """The last line of the trial's error file: the exception a user can act on."""
+    """The last line of the trial's error file, the exception a user can act on, without the
+    module path of our own exception classes (`mixmo_search.errors.ConfigError: ...`)."""
     if trial.error_file and Path(trial.error_file).exists():
         lines = [line for line in Path(trial.error_file).read_text().splitlines() if line]
-        return lines[-1] if lines else "unknown error"
+        reason = lines[-1] if lines else "unknown error"
+        return re.sub(r"^mixmo_search[\w.]*\.(\w+): ", _own_error, reason)
     return "unknown error (no error file)"
+
+
+def _own_error(match: re.Match[str]) -> str:
+    return "" if match[1] in ("TrainingDiverged", "ConfigError") else f"{match[1]}: "

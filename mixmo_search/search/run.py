@@ -1,28 +1,34 @@
 """Run a search: plan resources, start or join Ray, drive Optuna through Tune, track in MLflow.
 
-`make_plan` validates everything a search needs (space, resources, storage, names) before
-anything is written; `run_search` then creates the parent MLflow run, runs Tune and writes
-the summary (best trial, Pareto set, counts) to the parent run and the terminal.
+`make_plan` checks everything a search needs (space, resources, cluster, store, storage,
+names, resume state) before anything is started or written; `run_search` then starts Ray,
+creates the parent MLflow run, runs Tune and writes the summary (best trial, Pareto set,
+counts) to the parent run. `search.json` in the search's folder records its store, budget
+and status, which `--resume` reads.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import platform
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mixmo_search import tracking
+from mixmo_search import files, tracking
 from mixmo_search.checkpoint import code_revision
 from mixmo_search.errors import UserError
+from mixmo_search.search import cluster
 from mixmo_search.search.pareto import pareto_front
 from mixmo_search.search.space import SearchSpace
 
 DEFAULT_STORAGE = Path("runs/searches")
+SEARCH_META = "search.json"
 
 
 @dataclass(frozen=True)
@@ -35,26 +41,19 @@ class SearchPlan:
     trials: int | None  # None: until the time budget ends
     time_s: float | None
     gpus_total: float
-    cpus_total: float
+    cpus_total: float | None  # None: all the CPUs of the cluster joined with --address
     gpus_per_trial: float
     cpus_per_trial: float
-    concurrency: int
+    concurrency: int  # trials at a time (for a cluster without --cpus: by its GPUs so far)
     device: str  # what trials train on: cpu or cuda
-    address: str | None  # an existing Ray cluster, or None for a local one
+    address: str | None  # an existing Ray cluster (host:port), or None for a local one
     resume: bool
+    base: dict[str, Any]  # flat overrides every trial gets (see `_trial_base`)
+    finished: bool = False  # resuming a search that already ran its whole budget
 
     @property
     def path(self) -> Path:
         return self.storage / self.name
-
-    @property
-    def base(self) -> dict[str, Any]:
-        """Flat overrides every trial gets: the space's base plus device and threads."""
-        return {
-            **self.space.overrides,
-            "run.device": self.device,
-            "run.threads": max(1, int(self.cpus_per_trial)),
-        }
 
     def describe(self) -> str:
         s = self.space
@@ -73,7 +72,9 @@ class SearchPlan:
             + (f", {self.time_s:.0f} s" if self.time_s else ""),
             f"  resources: {self.gpus_per_trial} GPU + {self.cpus_per_trial} CPU a trial on "
             f"{self.device}; up to {self.concurrency} at a time "
-            f"({self.gpus_total} GPU, {self.cpus_total} CPU in all)",
+            f"({self.gpus_total:g} GPU, "
+            + (f"{self.cpus_total:g} CPU in all)" if self.cpus_total is not None else
+               "and as many as the cluster's CPUs allow)"),
             f"  ray: {self.address or 'local, 127.0.0.1'}",
             f"  storage: {self.path}",
             f"  mlflow: {self.mlflow_uri} (experiment {self.experiment})",
@@ -104,13 +105,24 @@ def make_plan(
     address: str | None = None,
     resume: bool = False,
 ) -> SearchPlan:
-    """Check resources, storage and names; raise UserError before anything is written."""
+    """Check every flag against the space, the machine, the store and the storage; raise
+    UserError before anything is started or written."""
     name = name or space.name
-    if not name or "/" in name or name.startswith("."):
-        raise UserError(f"--name {name!r} must be a plain folder name, e.g. cutmix-1")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
+        raise UserError(
+            f"--name {name!r}: use letters, digits, `_`, `.` and `-` (it names a folder and "
+            "the MLflow runs), e.g. cutmix-1"
+        )
     if trials is not None and trials < 1:
         raise UserError(f"--trials must be >= 1, got {trials}")
-    if address is None:
+    for flag, value in (("--gpus", gpus), ("--cpus", cpus)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{flag} must be a finite number >= 0, got {value}")
+    if address is not None:
+        address = cluster.check_address(address)
+        gpus_total = float(gpus if gpus is not None else space.resources.gpus)
+        cpus_total = float(cpus) if cpus else None  # None: sized once the cluster answers
+    else:
         import torch
 
         visible = torch.cuda.device_count()
@@ -118,14 +130,12 @@ def make_plan(
         if gpus_total > visible:
             raise UserError(
                 f"--gpus {gpus:g} but this machine has {visible} CUDA device(s); use "
-                f"--gpus {visible} (0 trains on the CPU) or join a cluster with --address"
+                f"--gpus {visible} (0 trains on the CPU), join a cluster with --address, or "
+                "add --dry-run to only see the plan"
             )
         cpus_total = float(cpus or os.cpu_count() or 1)
-    else:
-        gpus_total = float(gpus if gpus is not None else space.resources.gpus)
-        cpus_total = float(cpus or space.resources.cpus)
-    if gpus_total < 0 or cpus_total <= 0:
-        raise UserError(f"--gpus must be >= 0 and --cpus > 0; got {gpus_total}, {cpus_total}")
+    if cpus_total is not None and cpus_total <= 0:
+        raise UserError(f"--cpus must be > 0, got {cpus_total:g}")
     gpus_per_trial = space.resources.gpus if gpus_total > 0 else 0.0
     cpus_per_trial = space.resources.cpus
     if cpus is None and address is None:
@@ -135,32 +145,50 @@ def make_plan(
             f"{space.path}: `resources.gpus` asks {gpus_per_trial:g} GPU a trial but the "
             f"search may use {gpus_total:g} (--gpus); raise --gpus or lower resources.gpus"
         )
-    if cpus_per_trial > cpus_total:
+    if cpus_total is not None and cpus_per_trial > cpus_total:
         raise UserError(
             f"{space.path}: `resources.cpus` asks {cpus_per_trial:g} CPUs a trial but the "
             f"search may use {cpus_total:g} (--cpus); raise --cpus or lower resources.cpus"
         )
-    concurrency = int(cpus_total // cpus_per_trial)
-    if gpus_per_trial > 0:
-        concurrency = min(concurrency, int(math.floor(gpus_total / gpus_per_trial + 1e-9)))
-    storage_path = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
-    if "://" in str(storage or ""):
-        raise UserError("--storage takes a local or shared-filesystem path (e.g. /mnt/searches)")
+    concurrency = _concurrency(gpus_total, cpus_total, gpus_per_trial, cpus_per_trial)
+    storage_path = _check_storage(storage)
     path = storage_path / name
-    if resume and not (path / "search.json").exists():
-        raise UserError(
-            f"no search {name!r} to resume in {storage_path}; check --name and --storage"
-        )
+    finished = False
+    if resume:
+        meta = read_meta(path)
+        if mlflow_uri and mlflow_uri != meta["mlflow_uri"]:
+            raise UserError(
+                f"search {name!r} logs to {meta['mlflow_uri']}; resume it with that "
+                "--mlflow-uri (or without --mlflow-uri)"
+            )
+        mlflow_uri, experiment = meta["mlflow_uri"], meta["experiment"]
+        budget = meta["budget"]["trials"]
+        if trials is not None and trials != budget:
+            raise UserError(
+                f"search {name!r} keeps the budget it started with ({budget} trials); to run "
+                f"{trials} trials, start a new search that learns from this one: "
+                f"--name NEW --warm-start {name}"
+            )
+        trials, finished = budget, meta["status"] == "finished"
+        base = meta["base"]  # as the search started, so its checkpoints still match
+    else:
+        base = _trial_base(space)
     if not resume and path.exists():
         raise UserError(
             f"a search named {name!r} already exists in {storage_path}; pass --resume to "
             "continue it, or --name NEW to start another"
         )
+    device = "cuda" if gpus_per_trial > 0 else "cpu"
+    base = {**base, "run.device": device, "run.threads": max(1, int(cpus_per_trial))}
+    mlflow_uri = mlflow_uri or tracking.default_tracking_uri()
+    tracking.check_store(mlflow_uri)
+    if not tracking.sqlite_path(mlflow_uri):  # a server or database: check it answers now
+        tracking.connect(mlflow_uri)
     return SearchPlan(
         space=space,
         name=name,
         storage=storage_path,
-        mlflow_uri=mlflow_uri or tracking.default_tracking_uri(),
+        mlflow_uri=mlflow_uri,
         experiment=experiment,
         trials=trials or space.budget.trials,
         time_s=space.budget.time_s,
@@ -168,46 +196,121 @@ def make_plan(
         cpus_total=cpus_total,
         gpus_per_trial=gpus_per_trial,
         cpus_per_trial=cpus_per_trial,
-        concurrency=max(1, concurrency),
-        device="cuda" if gpus_per_trial > 0 else "cpu",
+        concurrency=concurrency,
+        device=device,
         address=address,
         resume=resume,
+        base=base,
+        finished=finished,
     )
 
 
-def run_search(plan: SearchPlan) -> dict[str, Any]:
-    """Run (or resume) the planned search; return its summary."""
-    import json
+def _trial_base(space: SearchSpace) -> dict[str, Any]:
+    """The space's base overrides, with the data folder made absolute: Tune runs each trial
+    in its own folder, where a relative `data.root` would download the data set again."""
+    root = Path(space.base_values["data.root"]).expanduser()
+    return {**space.overrides, "data.root": str(root.absolute())}
 
-    client = tracking.connect(plan.mlflow_uri)  # unreachable store: fail before writing
-    exp_id = tracking.experiment_id(client, plan.experiment)
-    if plan.resume:
-        parent_id = json.loads((plan.path / "search.json").read_text())["parent_run_id"]
-        tracking.set_status(client, parent_id, "running")
-    else:
-        plan.path.mkdir(parents=True)
-        parent_id = _start_parent(client, exp_id, plan)
-        (plan.path / "search.json").write_text(
-            json.dumps(
-                {
-                    "parent_run_id": parent_id,
-                    "mlflow_uri": plan.mlflow_uri,
-                    "experiment": plan.experiment,
-                },
-                indent=2,
-            )  # fmt: skip
+
+def _concurrency(
+    gpus_total: float, cpus_total: float | None, gpus_per_trial: float, cpus_per_trial: float
+) -> int:
+    """Trials that fit at once in the CPUs and GPUs the search may use (at least 1)."""
+    fits = [math.inf if cpus_total is None else cpus_total // cpus_per_trial]
+    if gpus_per_trial > 0:
+        fits.append(math.floor(gpus_total / gpus_per_trial + 1e-9))
+    return max(1, int(min(fits))) if min(fits) < math.inf else 1
+
+
+def _sized_by_cluster(plan: SearchPlan) -> SearchPlan:
+    """A cluster plan without --cpus, sized by the CPUs the joined cluster has."""
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    return replace(
+        plan,
+        cpus_total=cpus,
+        concurrency=_concurrency(plan.gpus_total, cpus, plan.gpus_per_trial, plan.cpus_per_trial),
+    )
+
+
+def _check_storage(storage: str | Path | None) -> Path:
+    """The absolute storage folder, checked to be creatable or writable (nothing is made)."""
+    if "://" in str(storage or ""):
+        raise UserError("--storage takes a local or shared-filesystem path (e.g. /mnt/searches)")
+    path = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
+    reason = files.unwritable(path)
+    if reason:
+        raise UserError(
+            f"--storage {path}: {reason}; choose a folder you can write (on a cluster, one "
+            "every node mounts)"
         )
-    started = time.monotonic()
-    statuses: list[str] = []
+    return path
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The search's own record (`search.json`): its MLflow run, store, budget and status."""
+    file = path / SEARCH_META
     try:
-        statuses = _run_tune(plan, exp_id, parent_id)
-    except KeyboardInterrupt:
-        pass
+        return json.loads(file.read_text())
+    except (OSError, ValueError, KeyError):
+        raise UserError(
+            f"no search {path.name!r} to resume in {path.parent} ({file} is missing or "
+            "unreadable); check --name and --storage"
+        ) from None
+
+
+def _write_meta(plan: SearchPlan, parent_id: str, status: str) -> None:
+    meta = {
+        "parent_run_id": parent_id,
+        "mlflow_uri": plan.mlflow_uri,
+        "experiment": plan.experiment,
+        "space": str(plan.space.path),
+        "budget": {"trials": plan.trials, "time_s": plan.time_s},
+        "base": {k: v for k, v in plan.base.items() if not k.startswith("run.")},
+        "status": status,
+    }
+    files.write_text(plan.path / SEARCH_META, json.dumps(meta, indent=2))
+
+
+def run_search(plan: SearchPlan) -> dict[str, Any]:
+    """Run (or resume) the planned search; return its summary.
+
+    Ray starts first, so a cluster that refuses this driver writes nothing; the parent run
+    and `search.json` come once Ray and the store both answer.
+    """
+    if plan.address is None:
+        cluster.start_local(cpus=plan.cpus_total, gpus=plan.gpus_total)
+    else:
+        cluster.join(plan.address)
+        if plan.cpus_total is None:
+            plan = _sized_by_cluster(plan)
+    try:
+        client = tracking.connect(plan.mlflow_uri)
+        exp_id = tracking.experiment_id(client, plan.experiment)
+        if plan.resume:
+            parent_id = read_meta(plan.path)["parent_run_id"]
+            tracking.set_status(client, parent_id, "running")
+        else:
+            plan.path.mkdir(parents=True)
+            parent_id = _start_parent(client, exp_id, plan)
+        _write_meta(plan, parent_id, "running")
+        started = time.monotonic()
+        statuses: list[str] = []
+        try:
+            statuses = _run_tune(plan, exp_id, parent_id)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            interrupted = _was_interrupted(plan, statuses, time.monotonic() - started)
+            if interrupted:  # also on a crash: leave nothing RUNNING; --resume reopens them
+                _mark_interrupted(client, exp_id, parent_id)
+                _write_meta(plan, parent_id, "interrupted")
     finally:
-        interrupted = _was_interrupted(plan, statuses, time.monotonic() - started)
-        if interrupted:  # also on a crash: leave nothing RUNNING; --resume reopens them
-            _mark_interrupted(client, exp_id, parent_id)
-    summary = summarize(client, exp_id, parent_id, plan.space)
+        import ray
+
+        ray.shutdown()
+    summary = summarize(client, exp_id, parent_id, plan)
     summary["interrupted"] = interrupted
     client.log_text(parent_id, tracking.summary_json(summary), "summary.json")
     if interrupted:
@@ -219,6 +322,7 @@ def run_search(plan: SearchPlan) -> dict[str, Any]:
         client.set_tag(parent_id, "mixmo.best_trial", summary["best"]["trial_id"])
         tracking.log_metrics(client, parent_id, summary["best"]["objectives"], step=0)
     tracking.set_status(client, parent_id, "finished")
+    _write_meta(plan, parent_id, "finished")
     return summary
 
 
@@ -283,9 +387,8 @@ def _versions() -> dict[str, str]:
 
 
 def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
-    """Start or join Ray, build the Tuner (or restore it) and fit; return trial statuses."""
+    """Build the Tuner (or restore it) and fit it on the running Ray; return trial statuses."""
     import optuna
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -298,66 +401,54 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
     space = plan.space
     # a checkpoint every epoch is by design (resume, retries): no warning about it
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if plan.address is None:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(
-            num_cpus=int(plan.cpus_total), num_gpus=math.ceil(plan.gpus_total),
-            include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False,
-            log_to_driver=False,  # trials' own logs stay in Ray's session folder
-        )  # fmt: skip
-    else:
-        ray.init(address=plan.address, configure_logging=False)
-    try:
-        trainable = tune.with_resources(
-            tune.with_parameters(train_trial, preset=space.preset, base=plan.base),
-            {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial},
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, preset=space.preset, base=plan.base),
+        {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial},
+    )
+    if plan.resume and tune.Tuner.can_restore(str(plan.path)):
+        tuner = tune.Tuner.restore(
+            str(plan.path), trainable, resume_unfinished=True, resume_errored=True
         )
-        if plan.resume and tune.Tuner.can_restore(str(plan.path)):
-            tuner = tune.Tuner.restore(
-                str(plan.path), trainable, resume_unfinished=True, resume_errored=True
-            )
+    else:
+        metrics, modes = space.metric_modes()
+        single = space.n_objectives == 1
+        searcher = OptunaSearch(
+            space=space.define_by_run,
+            metric=metrics[0] if single else metrics,
+            mode=modes[0] if single else modes,
+            sampler=sampler_for(space),
+            study_name=plan.name,
+            storage=optuna.storages.RDBStorage(f"sqlite:///{plan.path / 'optuna.db'}"),
+        )
+        if space.scheduler.type == "asha":
+            scheduler = ASHAScheduler(
+                metric=space.guard.metric, mode=space.guard.mode,
+                time_attr="training_iteration", max_t=space.scheduler.max_t,
+                grace_period=space.scheduler.grace_period,
+                reduction_factor=space.scheduler.reduction_factor,
+            )  # fmt: skip
         else:
-            metrics, modes = space.metric_modes()
-            single = space.n_objectives == 1
-            searcher = OptunaSearch(
-                space=space.define_by_run,
-                metric=metrics[0] if single else metrics,
-                mode=modes[0] if single else modes,
-                sampler=sampler_for(space),
-                study_name=plan.name,
-                storage=optuna.storages.RDBStorage(f"sqlite:///{plan.path / 'optuna.db'}"),
-            )
-            if space.scheduler.type == "asha":
-                scheduler = ASHAScheduler(
-                    metric=space.guard.metric, mode=space.guard.mode,
-                    time_attr="training_iteration", max_t=space.scheduler.max_t,
-                    grace_period=space.scheduler.grace_period,
-                    reduction_factor=space.scheduler.reduction_factor,
-                )  # fmt: skip
-            else:
-                scheduler = FIFOScheduler()
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(
-                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency),
-                    scheduler=scheduler,
-                    num_samples=plan.trials or -1,
-                    time_budget_s=plan.time_s,
-                    reuse_actors=True,  # no new process (and torch import) per trial
-                ),
-                run_config=tune.RunConfig(
-                    name=plan.name,
-                    storage_path=str(plan.storage),
-                    callbacks=[MlflowTrials(plan.mlflow_uri, exp_id, parent_id, space, plan.base)],
-                    failure_config=tune.FailureConfig(max_failures=2),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    verbose=1,
-                ),  # fmt: skip
-            )
-        tuner.fit()
-        return _statuses(plan)
-    finally:
-        ray.shutdown()
+            scheduler = FIFOScheduler()
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency),
+                scheduler=scheduler,
+                num_samples=plan.trials or -1,
+                time_budget_s=plan.time_s,
+                reuse_actors=True,  # no new process (and torch import) per trial
+            ),
+            run_config=tune.RunConfig(
+                name=plan.name,
+                storage_path=str(plan.storage),
+                callbacks=[MlflowTrials(plan.mlflow_uri, exp_id, parent_id, plan)],
+                failure_config=tune.FailureConfig(max_failures=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=1,
+            ),  # fmt: skip
+        )
+    tuner.fit()
+    return _statuses(plan)
 
 
 def _was_interrupted(plan: SearchPlan, statuses: list[str], elapsed: float) -> bool:
@@ -384,12 +475,13 @@ def _mark_interrupted(client: Any, exp_id: str, parent_id: str) -> None:
     tracking.set_status(client, parent_id, "interrupted")
 
 
-def summarize(client: Any, exp_id: str, parent_id: str, space: SearchSpace) -> dict[str, Any]:
+def summarize(client: Any, exp_id: str, parent_id: str, plan: SearchPlan) -> dict[str, Any]:
     """Counts, the best finished trial and the Pareto set (on final validation metrics)."""
     trials = tracking.load_trials(client, exp_id, parent_id)
     counts = {"total": len(trials)}
     for status in ("finished", "pruned", "failed", "interrupted", "running"):
         counts[status] = int((trials["status"] == status).sum()) if len(trials) else 0
+    space = plan.space
     metrics = [f"final/{o.metric}" for o in space.objectives]
     modes = [o.mode for o in space.objectives]
     finished = trials[trials["status"] == "finished"] if len(trials) else trials
@@ -416,7 +508,7 @@ def summarize(client: Any, exp_id: str, parent_id: str, space: SearchSpace) -> d
     for row in rows:
         client.set_tag(row["run_id"], tracking.PARETO, str(row["run_id"] in pareto_ids).lower())
     return {
-        "search": space.name,
+        "search": plan.name,
         "counts": counts,
         "objectives": dict(zip(metrics, modes, strict=True)),
         "best": best,

@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from mixmo_search.config import SECTIONS, list_presets, resolve_config
+from mixmo_search.config import MAX_MEMBERS, SECTIONS, list_presets, resolve_config
 from mixmo_search.errors import ConfigError
+from mixmo_search.metrics import SPLIT_METRICS, TRAIN_METRICS
 from mixmo_search.search.fields import (
     Where,
     check_fields,
     config_key,
+    did_you_mean,
     mapping,
     one_of,
     plain,
@@ -76,6 +78,11 @@ SCHEDULER_OPTIONS: dict[str, dict[str, type]] = {
 }
 CONDITION_TYPES = ("categorical", "int", "fixed")
 METRIC_PATTERN = re.compile(r"(train|val)/[A-Za-z0-9_.]+")
+KNOWN_METRICS = (
+    *(f"val/{m}" for m in SPLIT_METRICS),
+    *(f"val/acc_member{k}" for k in range(MAX_MEMBERS)),
+    *(f"train/{m}" for m in TRAIN_METRICS),
+)
 
 
 def parse_document(path: Path) -> tuple[dict[Any, Any], Where]:
@@ -308,15 +315,20 @@ def _dependency_order(params: dict[str, Param], where: Where) -> tuple[Param, ..
 def check_extremes(
     params: Sequence[Param], preset: str | None, overrides: dict[str, Any], where: Where
 ) -> None:
-    """Resolve the config at each param's bounds, so config rules fail now, not mid-search."""
+    """Resolve the config at each param's bounds, so config rules fail now, not mid-search.
+
+    Fixed values are checked first, each on its own, so a bad one is named at its own line
+    rather than blamed on the first param checked beside it.
+    """
     fixed = {p.key: p.value for p in params if p.type == "fixed" and not p.when}
     searched = {p.key for p in params}
     fixes = {"categorical": "remove it from `choices`", "fixed": "change `value`"}
-    for param in params:
+    for param in sorted(params, key=lambda p: p.key not in fixed):
         # a conditional param is only set where its condition holds, so check it there
         context = {k: v[0] for k, v in param.when.items() if k in searched}
+        beside = {} if param.key in fixed else fixed
         for value in param.extremes():
-            flat = {**overrides, **fixed, **context, param.key: value}
+            flat = {**overrides, **beside, **context, param.key: value}
             try:
                 resolve_config(preset=preset, overrides=flat)
             except ConfigError as err:
@@ -325,6 +337,14 @@ def check_extremes(
                     f"{where('params', param.key)}: value {value!r} makes an "
                     f"invalid training config: {err}; {fix}"
                 ) from None
+    if len(fixed) > 1:
+        try:
+            resolve_config(preset=preset, overrides={**overrides, **fixed})
+        except ConfigError as err:
+            raise SpaceError(
+                f"{where('params', list(fixed)[-1])}: the fixed values together make an "
+                f"invalid training config: {err}; change one of {', '.join(fixed)}"
+            ) from None
 
 
 def parse_objectives(raw: Any, where: Where) -> tuple[Objective, ...]:
@@ -356,6 +376,12 @@ def _parse_metric(raw: Any, where: Where, *keys: Any) -> Objective:
         raise SpaceError(
             f"{at}: metric names look like val/NAME or train/NAME (e.g. val/acc, "
             f"val/nll); got {metric!r}"
+        )
+    if metric not in KNOWN_METRICS:
+        raise SpaceError(
+            f"{at}: the trainer never reports {metric!r}; {did_you_mean(metric, KNOWN_METRICS)}"
+            f"choose one of: {', '.join(m for m in KNOWN_METRICS if 'member' not in m)}, "
+            "val/acc_member<k>"
         )
     if mode not in ("min", "max"):
         raise SpaceError(f"{where(*keys, 'mode')}: must be min or max; got {mode!r}")

@@ -3,26 +3,39 @@
 Each epoch's metrics go to `ray.tune.report` with the trial's checkpoint folder (last.pt,
 best.pt, and on the last epoch the predictions), so schedulers can stop a trial between
 epochs and a failed or interrupted trial continues from its last epoch.
+
+A trial whose training diverges fails at once and stays failed: Tune retries failed trials
+(`FailureConfig`) from their last checkpoint, which would only diverge again, so the first
+failure leaves a note in the trial's folder and every retry fails with its reason at once.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from mixmo_search.config import resolve_config
+from mixmo_search.errors import TrainingDiverged
 from mixmo_search.train import EpochReport, train
+
+DIVERGED_NOTE = "diverged.json"
 
 
 def train_trial(config: dict[str, Any], *, preset: str | None, base: dict[str, Any]) -> None:
     """Train `base` (flat overrides of `preset`) with the sampler's `config` on top."""
     from ray import tune
 
-    out_dir = Path(tune.get_context().get_trial_dir()) / "train"
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    note = trial_dir / DIVERGED_NOTE
+    if note.exists():  # a retry of a diverged trial
+        raise TrainingDiverged(**json.loads(note.read_text()))
+    out_dir = trial_dir / "train"
+    sampled = {k: v for k, v in config.items() if "." in k}  # config keys are section.key
     cfg = resolve_config(
         preset=preset,
-        overrides={**base, **config, "run.out_dir": str(out_dir), "run.progress": False},
+        overrides={**base, **sampled, "run.out_dir": str(out_dir), "run.progress": False},
     )
     resume = False
     restored = tune.get_checkpoint()
@@ -35,4 +48,10 @@ def train_trial(config: dict[str, Any], *, preset: str | None, base: dict[str, A
         checkpoint = tune.Checkpoint.from_directory(str(epoch.checkpoint_dir))
         tune.report({**epoch.metrics, "epoch": epoch.epoch}, checkpoint=checkpoint)
 
-    train(cfg, on_epoch=report, resume=resume)
+    try:
+        train(cfg, on_epoch=report, resume=resume)
+    except TrainingDiverged as err:
+        note.write_text(
+            json.dumps({"epoch": err.epoch, "step": err.step, "loss": err.loss, "lr": err.lr})
+        )
+        raise

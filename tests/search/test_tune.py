@@ -108,7 +108,7 @@ def test_interrupt_then_resume_loses_and_duplicates_nothing(tmp_path, run_tune):
     driver = subprocess.Popen(
         [sys.executable, "-m", "mixmo_search.tune", *args], cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        env=os.environ.copy(),
     )  # fmt: skip
     search = tmp_path / "runs/searches/cut"
 
@@ -213,7 +213,7 @@ def test_a_crashed_trial_retries_from_its_last_checkpoint(tmp_path):
         [sys.executable, "-m", "mixmo_search.tune", "--space", str(SPACES / "one_trial.yaml"),
          "--gpus", "0", "--mlflow-uri", uri], cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        env=os.environ.copy(),
     )  # fmt: skip
     search = tmp_path / "runs/searches/one-trial"
 

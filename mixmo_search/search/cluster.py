@@ -1,0 +1,132 @@
+"""Where a search's trials run: a private Ray on this machine, or a cluster it joins.
+
+A local search starts its own Ray bound to the loopback interface, with Ray's token
+authentication on and no dashboard: nothing it opens is reachable from another host, and a
+process on this host without the token (kept by Ray in `~/.ray/auth_token`) is refused.
+Joining a cluster (`--address`) uses that cluster's own token the way Ray looks it up
+(`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH`, then `~/.ray/auth_token`).
+
+`check_address` runs while the search is planned, before anything is written: a cluster that
+does not answer, or a `ray://` address without Ray Client installed, is one clear error
+instead of a hang or a traceback after the search's first writes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from mixmo_search.errors import UserError
+
+# Read by Ray when it is imported, so `use_local_ray_env` must run before `import ray`.
+LOCAL_RAY_ENV = {
+    "RAY_AUTH_MODE": "token",  # every Ray API and internal RPC carries the token
+    # On Linux Ray swaps 127.0.0.1 for the machine's outward address so that other nodes can
+    # join; a local search has no other nodes, so its processes stay on the loopback.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+}
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+CONNECT_TIMEOUT_S = 5.0
+CURRENT_CLUSTER_FILE = Path("/tmp/ray/ray_current_cluster")  # written by `ray start --head`
+
+
+class ClusterError(UserError):
+    """A Ray cluster that cannot be joined as asked."""
+
+
+def use_local_ray_env() -> None:
+    """Make this process (and the Ray it starts) use loopback and token authentication."""
+    if os.environ.get("RAY_AUTH_MODE", "token") != "token":
+        print(
+            f"note: ignoring RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}: a local search "
+            "always runs Ray with token authentication"
+        )
+    os.environ.update(LOCAL_RAY_ENV)
+
+
+def check_address(address: str) -> str:
+    """The `host:port` of the cluster `address` names, checked to accept connections.
+
+    `auto` means `$RAY_ADDRESS`, else the cluster `ray start --head` last started here.
+    """
+    if address.startswith("ray://"):
+        import importlib.util
+
+        if importlib.util.find_spec("grpc") is None:
+            raise ClusterError(
+                f"--address {address} uses Ray Client, which needs "
+                "`pip install 'ray[client]==2.60.0'`; or run the search on the cluster's head "
+                "node with --address auto"
+            )
+        target = address.removeprefix("ray://")
+    elif address == "auto":
+        target = os.environ.get("RAY_ADDRESS") or _current_cluster()
+    else:
+        target = address
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClusterError(
+            f"--address {address!r} must be HOST:PORT (the head's GCS port, 6379 by default), "
+            "ray://HOST:PORT or auto"
+        )
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as err:
+        raise ClusterError(
+            f"no Ray cluster answers at {host}:{port} (--address {address}): "
+            f"{err.strerror or err} within {CONNECT_TIMEOUT_S:g} s; start it with "
+            "`ray start --head` (see infra/README.md), or drop --address for a local search"
+        ) from None
+    return f"{host}:{port}"
+
+
+def _current_cluster() -> str:
+    try:
+        return CURRENT_CLUSTER_FILE.read_text().strip()
+    except OSError:
+        raise ClusterError(
+            "--address auto found no running Ray cluster on this machine (no $RAY_ADDRESS, no "
+            f"{CURRENT_CLUSTER_FILE}); start one with `ray start --head`, pass HOST:PORT, "
+            "or drop --address for a local search"
+        ) from None
+
+
+def start_local(*, cpus: float, gpus: float) -> None:
+    """Start a private Ray with `cpus` and `gpus` (logical: Ray schedules by them)."""
+    import math
+
+    import ray
+
+    ray.init(
+        num_cpus=int(cpus),
+        num_gpus=math.ceil(gpus),
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        configure_logging=False,
+        log_to_driver=False,  # trials' own output stays in Ray's session logs
+    )
+    host = ray.get_runtime_context().gcs_address.rpartition(":")[0].strip("[]")
+    if host not in LOOPBACK:  # Ray was imported before use_local_ray_env: refuse, not expose
+        ray.shutdown()
+        raise RuntimeError(
+            f"the local Ray listens on {host}, not the loopback; call "
+            "mixmo_search.search.cluster.use_local_ray_env() before importing ray"
+        )
+
+
+def join(address: str) -> None:
+    """Connect to the running cluster at `address` (already checked by `check_address`)."""
+    import ray
+    from ray.exceptions import AuthenticationError
+
+    try:
+        ray.init(address=address, configure_logging=False)
+    except AuthenticationError as err:
+        raise ClusterError(
+            f"the Ray cluster at {address} refused this driver's token ({err}); set "
+            "RAY_AUTH_TOKEN_PATH to the cluster's token file (`ray get-auth-token` on the head "
+            "prints it) and RAY_AUTH_MODE=token"
+        ) from None
