@@ -4,10 +4,10 @@
 # existing database is kept.
 #
 #   export MIXMO_DB_PASSWORD="$(openssl rand -hex 24)"     # keep it; nothing here stores it
-#   sudo -u postgres --preserve-env=MIXMO_DB_PASSWORD infra/postgres-setup.sh mlflow
-#   sudo -u postgres --preserve-env=MIXMO_DB_PASSWORD infra/postgres-setup.sh optuna
+#   sudo -u postgres --preserve-env=MIXMO_DB_PASSWORD bash -s mlflow < infra/postgres-setup.sh
 #
-# Usage: postgres-setup.sh ROLE [DATABASE]   (DATABASE defaults to ROLE)
+# Usage: postgres-setup.sh ROLE [DATABASE]   (DATABASE defaults to ROLE); fed on stdin as above,
+# the postgres user needs no access to your checkout.
 # psql connects as a superuser with the usual libpq variables (PGHOST, PGPORT, PGUSER, and
 # PGPASSWORD or PGPASSFILE); without them, over the local socket as the user running it.
 # The password travels in an environment variable, not on a command line that `ps` shows.

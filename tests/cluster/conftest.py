@@ -50,11 +50,12 @@ class Postgres:
 
     def create_database(self, role: str, password: str) -> str:
         """A role and its database (named alike) via infra/postgres-setup.sh; its URI."""
-        done = subprocess.run(
-            ["bash", str(INFRA / "postgres-setup.sh"), role],
-            env={**self.env(), "MIXMO_DB_PASSWORD": password},
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        with (INFRA / "postgres-setup.sh").open() as script:  # on stdin, as infra/README.md
+            done = subprocess.run(
+                ["bash", "-s", role], stdin=script,
+                env={**self.env(), "MIXMO_DB_PASSWORD": password},
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         return f"postgresql://{role}:{password}@{self.host}:{self.port}/{role}"
 
