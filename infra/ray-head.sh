@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Start the Ray head node of a search cluster (run on the head machine).
+# Start the Ray head of a search cluster on this machine, with token authentication.
 #
+#   ray get-auth-token --generate          # once: writes ~/.ray/auth_token (keep it secret)
 #   RAY_NODE_IP=10.0.0.5 infra/ray-head.sh
 #
-# Every node needs the same Python environment: `pip install -e .` of this repository (same
-# commit) and, for CIFAR, the data under the same `data.root` path or a shared mount.
-# Without RAY_NODE_IP it binds to 127.0.0.1, a one-machine "cluster" for trying things out.
+# Every node and the search driver need the same token: copy ~/.ray/auth_token to each worker
+# (same path, mode 0600) or point RAY_AUTH_TOKEN_PATH at it. Every node also needs the same
+# Python environment: this repository installed at the same commit (infra/README.md).
+# Without RAY_NODE_IP it binds to 127.0.0.1: a one-machine "cluster" for trying things out.
+# Ray's ports must be reachable from the workers only: keep them on a private network.
 set -euo pipefail
+export RAY_AUTH_MODE=token
+token_file="${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}"
+if [[ -z "${RAY_AUTH_TOKEN:-}" && ! -s "$token_file" ]]; then
+    echo "ray-head.sh: no Ray token at $token_file; run 'ray get-auth-token --generate' first" >&2
+    exit 2
+fi
 ip="${RAY_NODE_IP:-127.0.0.1}"
 exec ray start --head --node-ip-address "$ip" --port "${RAY_PORT:-6379}" \
     --include-dashboard false --num-gpus "${RAY_NUM_GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}"

@@ -1,0 +1,114 @@
+"""The shared MLflow server (infra/mlflow-server.sh on PostgreSQL) does what a search needs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mixmo_search import tracking
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+
+
+def test_a_search_logs_to_the_server_and_reads_back(mlflow_server, tmp_path):
+    """Parent and trial runs, params, metrics and artifacts through the proxied store."""
+    client = tracking.connect(mlflow_server.uri)
+    exp_id = tracking.experiment_id(client)
+    assert exp_id == tracking.experiment_id(client)  # found again, not created twice
+    experiment = client.get_experiment(exp_id)
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied, not a path
+
+    parent = tracking.start_search_run(
+        client, exp_id, name="server-check", tags={"mixmo.sampler": "tpe"},
+        params={"sampler": "tpe", "budget.trials": 2}, artifacts={"space.yaml": "name: x\n"},
+    )  # fmt: skip
+    trial = tracking.start_trial_run(
+        client, exp_id, parent, search="server-check", trial_id="t0",
+        params={"optim.lr": 0.1, "mixing.p": 0.5},
+    )  # fmt: skip
+    for epoch, acc in enumerate([0.5, 0.7]):
+        tracking.log_metrics(client, trial, {"val/acc": acc, "lr": 0.1}, step=epoch)
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(os.urandom(4096))
+    client.log_artifact(trial, str(checkpoint), "checkpoint")
+    tracking.set_status(client, trial, "finished")
+    tracking.set_status(client, parent, "finished")
+
+    assert tracking.search_run_id(client, exp_id, "server-check") == parent
+    trials = tracking.load_trials(client, exp_id, parent)
+    assert list(trials["trial_id"]) == ["t0"]
+    assert trials.loc[0, "status"] == "finished"
+    assert trials.loc[0, "param.optim.lr"] == 0.1 and trials.loc[0, "val/acc"] == 0.7
+    history = tracking.metric_histories(client, [trial], ["val/acc"])
+    assert list(history["value"]) == [0.5, 0.7] and list(history["step"]) == [0, 1]
+    assert client.get_run(parent).info.status == "FINISHED"
+
+    got = tracking.download_artifact(client, trial, "checkpoint/best.pt", tmp_path / "down")
+    assert got.read_bytes() == checkpoint.read_bytes()
+    space = tracking.download_artifact(client, parent, "space.yaml", tmp_path / "down")
+    assert space.read_text() == "name: x\n"
+    # the server, not the client, wrote them: under --artifacts-destination
+    stored = {p.name for p in mlflow_server.artifacts.rglob("*") if p.is_file()}
+    assert {"best.pt", "space.yaml"} <= stored
+
+
+def test_runs_are_rows_in_postgres(mlflow_server):
+    """The backend really is the PostgreSQL database, not a fallback file store."""
+    import psycopg
+
+    client = tracking.connect(mlflow_server.uri)
+    exp_id = tracking.experiment_id(client)
+    run_id = client.create_run(exp_id, run_name="row-check").info.run_id
+    with psycopg.connect(mlflow_server.backend_uri) as db:
+        row = db.execute("SELECT name FROM runs WHERE run_uuid = %s", (run_id,)).fetchone()
+    assert row == ("row-check",)
+
+
+def test_the_server_listens_on_loopback_only(mlflow_server):
+    port = int(mlflow_server.uri.rsplit(":", 1)[1])
+    listening = _listening_addresses(port)
+    assert listening == {"127.0.0.1"}, listening
+
+
+def test_an_unreachable_server_is_one_clear_error():
+    with pytest.raises(tracking.TrackingError, match="cannot reach the MLflow tracking store"):
+        tracking.connect("http://127.0.0.1:9")  # discard port: nothing answers
+
+
+@pytest.mark.parametrize(
+    ("backend", "message"),
+    [
+        ("sqlite:///mlflow.db", "must be postgresql://"),
+        ("postgresql://mlflow:secret@127.0.0.1:5432/mlflow", "keep the password out"),
+    ],
+)
+def test_the_server_script_refuses_unsafe_backends(backend, message, tmp_path):
+    done = subprocess.run(
+        ["bash", str(INFRA / "mlflow-server.sh")],
+        env={**os.environ, "MLFLOW_BACKEND_STORE_URI": backend,
+             "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path)},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2 and message in done.stderr
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """IPv4/IPv6 addresses with a listening TCP socket on `port` (from /proc/net/tcp*)."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, local_port = local.split(":")
+            if state == "0A" and int(local_port, 16) == port:  # 0A: LISTEN
+                found.add(_decode(address) if width == 8 else f"ipv6:{address}")
+    return found
+
+
+def _decode(hex_address: str) -> str:
+    """/proc/net/tcp writes IPv4 addresses as little-endian hex."""
+    return ".".join(str(int(hex_address[i : i + 2], 16)) for i in (6, 4, 2, 0))
