@@ -42,6 +42,10 @@ class TrainingDiverged(Exception):
             "the config"
         )
 
+    def __reduce__(self) -> tuple[type, tuple[int, int, float, float]]:
+        # Ray pickles a trial's exception to the driver; rebuild it from its fields
+        return type(self), (self.epoch, self.step, self.loss, self.lr)
+
 
 F = TypeVar("F", bound=Callable[..., object])
 

@@ -61,6 +61,11 @@ def read_images(files: Sequence[Path], *, in_channels: int, image_size: int) -> 
                 array = np.asarray(image, dtype=np.uint8).reshape(image_size, image_size, -1)
         except (OSError, UnidentifiedImageError) as err:
             raise DataError(f"cannot read image {file}: {err}") from None
+        except Image.DecompressionBombError as err:  # PIL refuses images past its pixel cap
+            raise DataError(
+                f"cannot read image {file}: {err}; resize it (the network takes "
+                f"{image_size}x{image_size} pixels)"
+            ) from None
         pixels.append(torch.from_numpy(array.copy()).permute(2, 0, 1))  # (C, H, W)
     return torch.stack(pixels)
 

@@ -88,6 +88,7 @@ class Holder:
 
     version: str
     trial_id: str
+    trial_run_id: str
     val: dict[str, float]
 
 
@@ -107,6 +108,7 @@ class PromotionPlan:
     alias: str
     holder: Holder | None
     refusal: str | None
+    registered: str | None = None  # the version of model_name this trial already is, if any
 
 
 @dataclass(frozen=True)
@@ -155,11 +157,12 @@ def plan_promotion(
         chosen = _named_trial(finished, trial, search)
     holder = _holder(client, model_name, alias)
     refusal = None
-    if holder is not None:
+    if holder is not None and holder.trial_run_id != chosen.run_id:
         refusal = _refusal(chosen_policy, min_acc, chosen, holder, model_name, alias)
     return PromotionPlan(
         tracking_uri, exp_id, search, parent_id, chosen_policy, min_acc,
         "policy" if trial is None else "trial", chosen, model_name, alias, holder, refusal,
+        _registered_version(client, model_name, chosen.run_id),
     )  # fmt: skip
 
 
@@ -183,6 +186,8 @@ def promote(
     )  # fmt: skip
     if plan.refusal and not force:
         raise PromoteError(plan.refusal)
+    if plan.registered is not None:  # the same network again: move the alias, no new version
+        return _realias(plan)
     return _carry_out(plan, device)
 
 
@@ -198,7 +203,7 @@ def finished_trials(client: MlflowClient, exp_id: str, parent_id: str, search: s
             _metrics(r, "final/test/"),
         )
         for r in records
-        if r["status"] == "finished"
+        if r["status"] == "finished" and _finite(r)
     ]
     if not finished:
         counts = Counter(r["status"] for r in records)
@@ -279,6 +284,16 @@ def _named_trial(finished: list[Trial], trial_id: str, search: str) -> Trial:
     )
 
 
+def _finite(row: dict[str, Any]) -> bool:
+    """Whether a trial's final accuracy and NLL on val and test are finite numbers, and no
+    other final metric is infinite: a network that gives NaN or inf is never promoted."""
+    finals = {k: v for k, v in row.items() if k.startswith("final/") and isinstance(v, float)}
+    required = [f"final/{split}/{name}" for split in ("val", "test") for name in ("acc", "nll")]
+    return all(math.isfinite(finals.get(key, math.nan)) for key in required) and not any(
+        math.isinf(v) for v in finals.values()
+    )
+
+
 def _metrics(row: dict[str, Any], prefix: str) -> dict[str, float]:
     """`final/val/acc` -> `val/acc`, dropping NaN (metrics this trial never logged)."""
     return {
@@ -301,7 +316,43 @@ def _holder(client: MlflowClient, model_name: str, alias: str) -> Holder | None:
                 val[key] = float(value)
             except ValueError:
                 pass  # a hand-written tag: not a metric to compare on
-    return Holder(str(version.version), version.tags.get("mixmo.trial_id", "?"), val)
+    return Holder(
+        str(version.version),
+        version.tags.get("mixmo.trial_id", "?"),
+        version.tags.get("mixmo.trial_run_id", ""),
+        val,
+    )
+
+
+def _registered_version(client: MlflowClient, model_name: str, trial_run_id: str) -> str | None:
+    """The version of `model_name` already made from the trial `trial_run_id`, if any."""
+    from mixmo_search.registry import versions
+
+    for version in versions(client, model_name):
+        if version.tags.get("mixmo.trial_run_id") == trial_run_id:
+            return str(version.version)
+    return None
+
+
+def _realias(plan: PromotionPlan) -> Promotion:
+    """Point the alias at the version this trial already is (promoting it twice adds none)."""
+    client = tracking.connect(plan.tracking_uri)
+    version = client.get_model_version(plan.model_name, plan.registered)
+    moved = plan.holder is None or plan.holder.version != plan.registered
+    if moved:
+        client.set_registered_model_alias(plan.model_name, plan.alias, plan.registered)
+    measured = float(version.tags.get("promote/test/acc", "nan"))
+    return Promotion(
+        model_name=plan.model_name, version=plan.registered, alias=plan.alias,
+        model_uri=f"models:/{plan.model_name}@{plan.alias}", search=plan.search,
+        trial_id=plan.trial.trial_id, trial_run_id=plan.trial.run_id,
+        promotion_run_id=version.run_id, policy=plan.policy.name, val_metrics=plan.trial.val,
+        test_acc_logged=plan.trial.test.get("test/acc", math.nan), test_acc_measured=measured,
+        replaced_version=plan.holder.version if plan.holder and moved else None,
+        warnings=(f"trial {plan.trial.trial_id} is already version {plan.registered} of "
+                  f"{plan.model_name}: no new version was made"
+                  + ("" if moved else f", and it already holds @{plan.alias}"),),
+    )  # fmt: skip
 
 
 def _refusal(
@@ -355,6 +406,11 @@ def _carry_out(plan: PromotionPlan, device: str) -> Promotion:
     # the trainer scored test with the validation temperature; so do we, to compare like with like
     logits = predict(network.model, ds.test.images.to(network.normalize.scale.device),
                      network.normalize, cfg.run.eval_batch_size)  # fmt: skip
+    if not torch.isfinite(logits).all():
+        raise PromoteError(
+            f"trial {trial.trial_id}'s network gives non-finite outputs on the test split; it "
+            "cannot be promoted (choose another with --trial, or retrain it)"
+        )
     measured = evaluate(
         logits, ds.test.labels, prefix="test", temperature=trial.val.get("val/temperature")
     )

@@ -33,6 +33,7 @@ from mixmo_search import tracking
 from mixmo_search.checkpoint import code_revision
 from mixmo_search.config import TrainConfig, resolve_config
 from mixmo_search.data import Normalizer
+from mixmo_search.errors import UserError
 from mixmo_search.metrics import ensemble_logits
 from mixmo_search.models import MixMoNet, create_model
 from mixmo_search.train import predict, resolve_device
@@ -49,6 +50,10 @@ WEIGHTS, NETWORK = "weights.pt", "network.json"
 LOGGED_NAME = "model"  # the LoggedModel's name inside the promotion run
 PROMOTION = "promotion"  # `mixmo.kind` of the run a promotion logs its model in
 PROMOTED_TRIAL = "mixmo.promoted_trial"  # not mixmo.trial_id: trial_runs() maps that to trials
+
+
+class NonFiniteOutput(UserError):
+    """The network's logits are NaN or infinite: no answer is given rather than a wrong one."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,13 @@ def classify(network: LoadedNetwork, images: Tensor) -> Classification:
     member_logits = predict(
         network.model, images.to(device), network.normalize, network.config.run.eval_batch_size
     )  # (M, N, K)
+    if not torch.isfinite(member_logits).all():
+        bad = (~torch.isfinite(member_logits)).any(dim=2).any(dim=0).nonzero()[:, 0]  # (n,)
+        raise NonFiniteOutput(
+            f"the network gives non-finite outputs for {len(bad)} of {images.shape[0]} "
+            f"images (the first: image {int(bad[0])}); its weights or these inputs are "
+            "broken: promote another trial, or check the images"
+        )
     probs = ensemble_logits(member_logits).softmax(dim=1)  # (N, K), float64
     confidence, classes = probs.max(dim=1)
     return Classification(classes, confidence, member_logits.argmax(dim=2))
@@ -227,9 +239,20 @@ def log_network(
             )
 
 
+def _registered(client: MlflowClient, model_name: str) -> list[Any]:
+    literal = tracking.quoted(model_name)
+    return [] if literal is None else client.search_registered_models(f"name = {literal}")
+
+
+def versions(client: MlflowClient, model_name: str) -> list[ModelVersion]:
+    """Every version of `model_name` (none when it is not registered)."""
+    literal = tracking.quoted(model_name)
+    return [] if literal is None else client.search_model_versions(f"name = {literal}")
+
+
 def alias_holder(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
     """The version of `model_name` that holds `alias`, or None (no such model or alias)."""
-    found = client.search_registered_models(filter_string=f"name = '{model_name}'")
+    found = _registered(client, model_name)
     if not found or alias not in found[0].aliases:
         return None
     return client.get_model_version(model_name, found[0].aliases[alias])
@@ -239,7 +262,7 @@ def register(
     client: MlflowClient, model_name: str, info: ModelInfo, run_id: str, tags: dict[str, str]
 ) -> ModelVersion:
     """A new version of `model_name` (created when missing) for the logged model `info`."""
-    if not client.search_registered_models(filter_string=f"name = '{model_name}'"):
+    if not _registered(client, model_name):
         client.create_registered_model(
             model_name, description="MixMo networks promoted by `python -m mixmo_search.promote`"
         )

@@ -200,9 +200,20 @@ def start_search_run(
     return run.info.run_id
 
 
+def quoted(value: str) -> str | None:
+    """`value` as a string literal of MLflow's search filters; None when it holds both
+    quote characters, which no literal can (so nothing can match it)."""
+    if "'" not in value:
+        return f"'{value}'"
+    return None if '"' in value else f'"{value}"'
+
+
 def find_search_run(client: MlflowClient, exp_id: str, name: str) -> str | None:
+    literal = quoted(name)
+    if literal is None:
+        return None
     runs = client.search_runs(
-        [exp_id], f"tags.`{KIND}` = 'search' and tags.`{SEARCH}` = '{name}'",
+        [exp_id], f"tags.`{KIND}` = 'search' and tags.`{SEARCH}` = {literal}",
         order_by=["attributes.start_time DESC"], max_results=1,
     )  # fmt: skip
     return runs[0].info.run_id if runs else None

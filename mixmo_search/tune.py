@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     plan = make_plan(
         space, name=args.name, gpus=args.gpus, cpus=args.cpus, trials=args.trials,
         storage=args.storage, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
-        address=args.address, resume=args.resume,
+        address=args.address, resume=args.resume, dry_run=args.dry_run,
     )  # fmt: skip
     print(plan.describe(), flush=True)
     if args.dry_run:

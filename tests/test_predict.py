@@ -104,3 +104,29 @@ def test_bad_input_is_one_line_and_exit_2(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and expected in err
     assert not (tmp_path / "none.db").exists()
+
+
+def test_an_image_past_pils_pixel_cap_is_one_line_and_exit_2(promoted, tmp_path, capsys):
+    store, model_uri = promoted
+    side = 13_500  # 182 megapixels: PIL refuses to decode it (decompression-bomb guard)
+    Image.new("L", (side, side)).save(tmp_path / "huge.png", optimize=False)
+    with pytest.raises(SystemExit) as exited:
+        main(["--model", model_uri, "--images", str(tmp_path / "huge.png"), "--mlflow-uri", store])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "huge.png" in err and "resize it" in err
+
+
+def test_non_finite_outputs_are_refused_not_printed(promoted, digit_folder):
+    from mixmo_search.registry import NonFiniteOutput, build_network
+
+    store, model_uri = promoted
+    network = load_network(model_uri, tracking_uri=store)
+    broken = {k: v.clone() for k, v in network.model.state_dict().items()}
+    stem = next(k for k, v in broken.items() if v.dim() == 4)  # a first conv: feeds every image
+    broken[stem].view(-1)[0] = float("nan")
+    broken_net = build_network(network.config, network.input_format, broken)
+    images = read_images(image_files([digit_folder]), in_channels=1, image_size=8)
+    assert torch.isfinite(classify(network, images).confidence).all()  # the intact network
+    with pytest.raises(NonFiniteOutput, match="non-finite outputs for 12 of 12 images"):
+        classify(broken_net, images)

@@ -189,6 +189,8 @@ def test_a_worse_candidate_is_refused_unless_forced(search_store, store, tmp_pat
     ("argv", "expected"),
     [
         (["--search", "nope"], "no search named 'nope'"),
+        (["--search", "it's"], 'no search named "it\'s"'),
+        (["--search", 'it\'s "x"'], "no search named"),
         (["--search", "stopped"], "has no finished trial (1 pruned)"),
         (["--search", "{fixture}", "--policy", "best-foo"], "unknown policy 'best-foo'"),
         (["--search", "{fixture}", "--policy", "best-diversity"], "needs --min-acc"),
@@ -223,3 +225,33 @@ def test_dry_run_shows_the_plan_and_writes_nothing(search_store, store, capsys):
     main(["--search", search_store.name, "--mlflow-uri", store, "--dry-run"])
     assert capsys.readouterr().out.startswith("would promote trial ")
     assert registry_state(store) == before
+
+
+def test_promoting_the_same_trial_again_makes_no_new_version(search_store, store, capsys):
+    first = promote(search_store.name, model_name="twice", tracking_uri=store)
+    before = registry_state(store)
+    again = promote(search_store.name, model_name="twice", tracking_uri=store)
+    assert (again.version, again.trial_id) == (first.version, first.trial_id)
+    assert again.replaced_version is None and "no new version was made" in again.warnings[0]
+    assert registry_state(store) == before
+    holder = MlflowClient(store).get_model_version_by_alias("twice", "champion")
+    assert str(holder.version) == first.version
+
+
+def test_a_trial_with_non_finite_metrics_is_never_promoted(store, tmp_path):
+    """A finished trial whose final NLL is infinite, with the best accuracy of its search."""
+    client = tracking.connect(store)
+    exp_id = tracking.experiment_id(client)
+    parent = tracking.start_search_run(client, exp_id, name="broken", tags={}, params={},
+                                       artifacts={})  # fmt: skip
+    good_final = add_weak_search(store, tmp_path / "weak2")  # a real trial to fall back on
+    for trial_id, acc, nll in (("inf0001", 0.99, float("inf")), ("nan0001", 0.98, float("nan"))):
+        run_id = tracking.start_trial_run(client, exp_id, parent, search="broken",
+                                          trial_id=trial_id, params={})  # fmt: skip
+        tracking.log_metrics(client, run_id, {"final/val/acc": acc, "final/val/nll": nll,
+                                              "final/test/acc": acc, "final/test/nll": nll},
+                             step=1)  # fmt: skip
+        tracking.set_status(client, run_id, "finished")
+    with pytest.raises(PromoteError, match="has no finished trial"):
+        promote("broken", tracking_uri=store)
+    assert good_final["val/acc"] < 0.98  # the premise: the broken trials would have won

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,15 @@ import pytest
 import torch
 
 from mixmo_search.config import resolve_config
-from mixmo_search.errors import ConfigError
+from mixmo_search.errors import ConfigError, TrainingDiverged
 from mixmo_search.predictions import load_predictions
-from mixmo_search.train import EpochReport, lr_at, train
+from mixmo_search.train import (
+    DIVERGED_LOSS,
+    DIVERGENCE_CHECK_STEPS,
+    EpochReport,
+    lr_at,
+    train,
+)
 
 METRICS = (
     "acc",
@@ -172,3 +179,49 @@ def test_cli_writes_metrics_and_rejects_bad_keys(tmp_path):
     assert bad.returncode == 2
     assert "optim.lrr" in bad.stderr and "allowed keys" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_diverging_loss_stops_the_run_at_once_and_keeps_nothing(tmp_path):
+    cfg = _cfg(tmp_path, "optim.lr=100000", "optim.epochs=2")
+    with pytest.raises(TrainingDiverged) as diverged:
+        train(cfg)
+    err = diverged.value
+    assert err.epoch == 1 and 1 <= err.step <= DIVERGENCE_CHECK_STEPS
+    assert not math.isfinite(err.loss) or err.loss > DIVERGED_LOSS
+    assert f"diverged at epoch 1, step {err.step}" in str(err) and "optim.lr" in str(err)
+    out = Path(cfg.run.out_dir)  # no checkpoint, prediction or metrics of the broken weights
+    assert not out.exists() or not any(out.rglob("*.pt")) and not (out / "metrics.json").exists()
+
+
+def test_divergence_is_caught_within_a_check_interval(tmp_path):
+    """A loss that blows up after a healthy start is caught, at the step it went bad."""
+    cfg = _cfg(tmp_path, "optim.lr=1000", "optim.warmup_epochs=2", "optim.epochs=2")
+    with pytest.raises(TrainingDiverged) as diverged:
+        train(cfg)
+    assert diverged.value.epoch == 1 and diverged.value.step > 1  # warm-up: a healthy start
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "expected"),
+    [
+        (["--set", "optim.lr=100000"], 1, "training diverged at epoch 1, step"),
+        (["--config", "{tmp}"], 2, "is a folder, not a file"),
+        (["--set", "run.out_dir=/proc/nope"], 2, "`run.out_dir` /proc/nope cannot be written"),
+        (["--set", "run.out_dir={tmp}/empty", "--resume"], 2, "nothing to resume"),
+    ],
+)
+def test_cli_failures_are_one_line_and_non_zero(tmp_path, argv, code, expected):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if not any(a.startswith("run.out_dir") for a in argv):
+        argv += ["--set", f"run.out_dir={tmp_path / 'out'}"]
+    if "--config" not in argv:
+        argv += ["--preset", "digits_quick"]
+    done = subprocess.run(
+        [sys.executable, "-m", "mixmo_search.train", "--set", "run.progress=false",
+         "--set", "optim.epochs=2", *argv],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == code, done.stderr[-2000:]
+    assert done.stderr.strip().startswith("error: ") and expected in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "out" / "last.pt").exists()

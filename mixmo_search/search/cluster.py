@@ -45,8 +45,9 @@ def use_local_ray_env() -> None:
     os.environ.update(LOCAL_RAY_ENV)
 
 
-def check_address(address: str) -> str:
-    """The `host:port` of the cluster `address` names, checked to accept connections.
+def check_address(address: str, *, reachable: bool = True) -> str:
+    """The `host:port` of the cluster `address` names, checked to accept connections unless
+    `reachable` is False (a dry run plans a cluster search from anywhere).
 
     `auto` means `$RAY_ADDRESS`, else the cluster `ray start --head` last started here.
     """
@@ -61,7 +62,9 @@ def check_address(address: str) -> str:
             )
         target = address.removeprefix("ray://")
     elif address == "auto":
-        target = os.environ.get("RAY_ADDRESS") or _current_cluster()
+        target = os.environ.get("RAY_ADDRESS") or (_current_cluster() if reachable else "auto")
+        if target == "auto":
+            return address
     else:
         target = address
     host, _, port = target.rpartition(":")
@@ -71,6 +74,8 @@ def check_address(address: str) -> str:
             "ray://HOST:PORT or auto"
         )
     host = host.strip("[]")
+    if not reachable:
+        return f"{host}:{port}"
     try:
         with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
             pass

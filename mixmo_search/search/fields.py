@@ -42,7 +42,13 @@ def plain(*keys: Any) -> str:
 
 def read_yaml(path: Path) -> tuple[Any, Where]:
     """The file's data and the locator of its keys; bad YAML or a repeated key is a SpaceError."""
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpaceError(
+            f"{path}: cannot be read as a YAML text file ({err}); pass a search-space .yaml "
+            "(see search_spaces/)"
+        ) from None
     try:
         lines = _key_lines(path, yaml.compose(text, Loader=yaml.SafeLoader))
         raw = yaml.safe_load(text)

@@ -104,9 +104,11 @@ def make_plan(
     experiment: str = tracking.EXPERIMENT,
     address: str | None = None,
     resume: bool = False,
+    dry_run: bool = False,
 ) -> SearchPlan:
     """Check every flag against the space, the machine, the store and the storage; raise
-    UserError before anything is started or written."""
+    UserError before anything is started or written. A dry run does not ask the cluster of
+    `--address` whether it answers, so a cluster search can be planned from anywhere."""
     name = name or space.name
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
         raise UserError(
@@ -119,7 +121,7 @@ def make_plan(
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise UserError(f"{flag} must be a finite number >= 0, got {value}")
     if address is not None:
-        address = cluster.check_address(address)
+        address = cluster.check_address(address, reachable=not dry_run)
         gpus_total = float(gpus if gpus is not None else space.resources.gpus)
         cpus_total = float(cpus) if cpus else None  # None: sized once the cluster answers
     else:
@@ -182,7 +184,7 @@ def make_plan(
     base = {**base, "run.device": device, "run.threads": max(1, int(cpus_per_trial))}
     mlflow_uri = mlflow_uri or tracking.default_tracking_uri()
     tracking.check_store(mlflow_uri)
-    if not tracking.sqlite_path(mlflow_uri):  # a server or database: check it answers now
+    if not dry_run and not tracking.sqlite_path(mlflow_uri):  # a server: does it answer?
         tracking.connect(mlflow_uri)
     return SearchPlan(
         space=space,

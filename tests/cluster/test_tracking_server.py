@@ -74,7 +74,7 @@ def test_the_server_listens_on_loopback_only(mlflow_server):
 
 
 def test_an_unreachable_server_is_one_clear_error():
-    with pytest.raises(tracking.TrackingError, match="cannot reach the MLflow tracking store"):
+    with pytest.raises(tracking.TrackingError, match="cannot reach the MLflow store"):
         tracking.connect("http://127.0.0.1:9")  # discard port: nothing answers
 
 

@@ -38,7 +38,8 @@ def test_quickstart_runs_end_to_end(tmp_path, run_tune):
     done = run_tune("--space", str(QUICKSTART), "--gpus", "0", "--trials", "6",
                     "--mlflow-uri", uri, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "best trial" in done.stdout and "streamlit run app/dashboard.py" in done.stdout
+    assert "best trial" in done.stdout
+    assert "-m streamlit run" in done.stdout and "--server.address 127.0.0.1" in done.stdout
     meta = json.loads((tmp_path / "runs/searches/quickstart-digits/search.json").read_text())
     client, trials = _trials(uri, meta["parent_run_id"])
     searches = tracking.list_searches(client, tracking.experiment_id(client, create=False))
@@ -124,8 +125,11 @@ def test_interrupt_then_resume_loses_and_duplicates_nothing(tmp_path, run_tune):
     assert not (trials.status == "running").any()
     assert client.get_run(meta["parent_run_id"]).info.status == "KILLED"
 
-    done = run_tune(*args, "--resume", cwd=tmp_path)
+    resume = next(line for line in output.splitlines() if line.strip().startswith("resume:"))
+    done = subprocess.run(resume.split("resume:", 1)[1].strip(), shell=True, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)  # as pasted  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert json.loads((search / "search.json").read_text())["status"] == "finished"
     client, trials = _trials(uri, meta["parent_run_id"])
     assert len(trials) == 5 and trials.trial_id.is_unique
     assert set(trials.status) <= {"finished", "pruned", "failed"}
@@ -173,13 +177,69 @@ def test_bad_space_exits_2_naming_the_key(case, tmp_path, run_tune):
         (["--cpus", "0.5"], "resources.cpus"),
         (["--trials", "0"], "--trials"),
         (["--mlflow-uri", "http://127.0.0.1:9"], "cannot reach the MLflow"),
+        (["--mlflow-uri", "foo://bar"], "unsupported MLflow store 'foo://bar'"),
+        (["--mlflow-uri", "sqlite:///{tmp}/text.db"], "is not a SQLite database"),
+        (["--mlflow-uri", "sqlite:////proc/mixmo.db"], "cannot create the MLflow store"),
+        (["--gpus", "nan"], "--gpus must be a finite number"),
+        (["--cpus", "nan"], "--cpus must be a finite number"),
+        (["--cpus", "inf"], "--cpus must be a finite number"),
+        (["--storage", "/proc/mixmo"], "--storage /proc/mixmo: cannot write"),
+        (["--storage", "{tmp}/text.db/runs"], "is a file, not a folder"),
+        (["--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"),
+        (["--address", "ray://127.0.0.1:1"], "ray[client]"),
+        (["--address", "nowhere"], "must be HOST:PORT"),
+        (["--name", "../up"], "--name '../up'"),
+        (["--space", "{tmp}/binary.yaml"], "cannot be read as a YAML text file"),
+        (["--space", "{tmp}"], "does not exist"),
     ],
 )
 def test_impossible_requests_exit_2_and_write_nothing(args, expected, tmp_path, run_tune):
-    done = run_tune("--space", str(QUICKSTART), *args, cwd=tmp_path, timeout=300)
+    (tmp_path / "text.db").write_text("not a database\n")
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)) * 4)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    space = [] if "--space" in args else ["--space", str(QUICKSTART)]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    done = run_tune(*space, *args, cwd=tmp_path, timeout=300)
     assert done.returncode == 2, done.stdout + done.stderr
     assert expected in done.stderr and "Traceback" not in done.stderr
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    assert (tmp_path / "text.db").read_text() == "not a database\n"
+
+
+def test_an_objective_the_trainer_never_reports_fails_the_dry_run(tmp_path, run_tune):
+    import yaml
+
+    space = yaml.safe_load(QUICKSTART.read_text())
+    space["objective"] = [{"metric": "val/bogus", "mode": "max"}]
+    path = tmp_path / "bogus.yaml"
+    path.write_text(yaml.safe_dump(space))
+    done = run_tune("--space", str(path), "--dry-run", cwd=tmp_path, timeout=300)
+    assert done.returncode == 2 and "the trainer never reports 'val/bogus'" in done.stderr
+
+
+def test_a_diverged_trial_is_a_failed_trial_everywhere(tmp_path, run_tune):
+    import optuna
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_tune("--space", str(SPACES / "diverging.yaml"), "--gpus", "0", "--cpus", "1",
+                    "--mlflow-uri", uri, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "1 finished" in done.stdout and "1 failed" in done.stdout
+    search = tmp_path / "runs/searches/diverging"
+    meta = json.loads((search / "search.json").read_text())
+    client, trials = _trials(uri, meta["parent_run_id"])
+    failed = trials[trials.status == "failed"]
+    assert failed["param.optim.lr"].tolist() == [100000.0]
+    assert failed["error"].item().startswith("diverged at epoch 1, step ")
+    run = client.get_run(failed.run_id.item())
+    assert run.info.status == "FAILED"
+    assert not client.list_artifacts(run.info.run_id)  # no checkpoint, no predictions
+    trial_dirs = list(search.glob(f"*{failed.trial_id.item()}*"))
+    assert trial_dirs and not [p for d in trial_dirs for p in d.rglob("*.pt")]
+    study = optuna.load_study(study_name="diverging", storage=f"sqlite:///{search / 'optuna.db'}")
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "FAIL"]
 
 
 def test_an_existing_search_needs_resume(search_store, tmp_path, run_tune):
@@ -187,6 +247,24 @@ def test_an_existing_search_needs_resume(search_store, tmp_path, run_tune):
                     "--name", search_store.name, "--mlflow-uri", search_store.uri,
                     cwd=tmp_path, timeout=300)  # fmt: skip
     assert done.returncode == 2 and "--resume" in done.stderr
+
+
+def test_resuming_a_finished_search_changes_nothing(search_store, tmp_path, run_tune):
+    client = tracking.connect(search_store.uri)
+    before = client.get_run(search_store.parent_run_id).info
+    common = ("--space", str(search_store.space), "--storage", str(search_store.storage),
+              "--name", search_store.name, "--resume")  # fmt: skip
+    done = run_tune(*common, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "already ran its" in done.stdout and "--warm-start" in done.stdout
+    more = run_tune(*common, "--trials", "99", cwd=tmp_path, timeout=300)
+    assert more.returncode == 2 and "keeps the budget it started with" in more.stderr
+    other = run_tune(*common, "--mlflow-uri", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    assert other.returncode == 2 and f"logs to {search_store.uri}" in other.stderr
+    after = client.get_run(search_store.parent_run_id).info
+    assert (after.status, after.end_time) == ("FINISHED", before.end_time)
+    meta = json.loads((search_store.storage / search_store.name / "search.json").read_text())
+    assert meta["status"] == "finished"
 
 
 def test_a_failing_trial_is_recorded_with_its_reason(tmp_path, run_tune):

@@ -1,0 +1,125 @@
+"""A local search's Ray: only on the loopback, and closed to clients without its token.
+
+Everything here talks to 127.0.0.1 only: the sockets are read from the processes themselves
+(psutil), and the clients that knock are processes of this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mixmo_search.search import cluster
+
+SPACES = Path(__file__).parents[1] / "spaces"
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+CONNECT = "import ray; ray.init(address='{address}', configure_logging=False); print('joined')"
+
+
+def _listening(root: psutil.Process) -> dict[str, set[str]]:
+    """{process name: addresses it listens on} for `root` and all its descendants."""
+    found: dict[str, set[str]] = {}
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.setdefault(proc.name(), set()).add(conn.laddr.ip)
+        except psutil.Error:  # a worker that ended meanwhile
+            continue
+    return found
+
+
+def _gcs_port(root: psutil.Process) -> int:
+    gcs = next(p for p in root.children(recursive=True) if p.name() == "gcs_server")
+    return next(c.laddr.port for c in gcs.net_connections("inet") if c.status == "LISTEN")
+
+
+def _client(address: str, env: dict[str, str]) -> subprocess.Popen:
+    """A process of this machine that tries to join the cluster as a Ray driver."""
+    # the flag keeps the client's own view of 127.0.0.1 local, as the search's Ray does
+    env = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", CONNECT.format(address=address)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def test_a_local_search_listens_on_loopback_only_and_refuses_clients_without_its_token(
+    tmp_path,
+):
+    log = (tmp_path / "tune.log").open("w")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "mixmo_search.tune", "--space", str(SPACES / "one_trial.yaml"),
+         "--gpus", "0", "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    results = tmp_path / "runs/searches/one-trial"
+    try:
+        deadline = time.monotonic() + 300
+        while not any(p.stat().st_size for p in results.glob("*/result.json")):
+            assert time.monotonic() < deadline and driver.poll() is None, "no trial reported"
+            time.sleep(1)
+        root = psutil.Process(driver.pid)
+        listening = _listening(root)
+        assert {"gcs_server", "raylet"} <= set(listening), listening
+        off_loopback = {name: ips - LOOPBACK for name, ips in listening.items() if ips - LOOPBACK}
+        assert not off_loopback, f"listening beyond the loopback: {off_loopback}"
+
+        address = f"127.0.0.1:{_gcs_port(root)}"
+        home = tmp_path / "stranger"  # a user of this machine who has no token
+        home.mkdir()
+        stranger = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        clients = {
+            "no token": _client(address, {**stranger, "HOME": str(home)}),
+            "wrong token": _client(
+                address, {**stranger, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32}
+            ),
+            "the token": _client(address, {**os.environ, "RAY_AUTH_MODE": "token"}),
+        }
+        outputs = {name: proc.communicate(timeout=240)[0] for name, proc in clients.items()}
+        codes = {name: proc.returncode for name, proc in clients.items()}
+        assert codes["the token"] == 0 and "joined" in outputs["the token"], outputs["the token"]
+        for name in ("no token", "wrong token"):
+            assert codes[name] != 0 and "joined" not in outputs[name], (name, outputs[name][-800:])
+    finally:
+        driver.send_signal(signal.SIGINT)
+        driver.wait(timeout=300)
+        log.close()
+    meta = json.loads((results / "search.json").read_text())
+    assert meta["status"] == "interrupted"
+
+
+def test_the_address_must_answer_before_anything_starts():
+    with pytest.raises(cluster.ClusterError, match="no Ray cluster answers at 127.0.0.1:1"):
+        cluster.check_address("127.0.0.1:1")
+    assert cluster.check_address("127.0.0.1:1", reachable=False) == "127.0.0.1:1"
+    for bad in ("127.0.0.1", "host:port", "10.0.0.1:99999", ":6379"):
+        with pytest.raises(cluster.ClusterError, match="must be HOST:PORT"):
+            cluster.check_address(bad, reachable=False)
+
+
+def test_ray_client_addresses_need_the_client_extra():
+    import importlib.util
+
+    if importlib.util.find_spec("grpc") is None:
+        with pytest.raises(cluster.ClusterError, match=r"pip install 'ray\[client\]"):
+            cluster.check_address("ray://127.0.0.1:10001")
+    else:  # installed: then the address is checked like any other
+        with pytest.raises(cluster.ClusterError, match="no Ray cluster answers"):
+            cluster.check_address("ray://127.0.0.1:1")
+
+
+def test_auto_without_a_running_cluster_says_how_to_start_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(cluster, "CURRENT_CLUSTER_FILE", tmp_path / "ray_current_cluster")
+    with pytest.raises(cluster.ClusterError, match="ray start --head"):
+        cluster.check_address("auto")
+    assert cluster.check_address("auto", reachable=False) == "auto"
