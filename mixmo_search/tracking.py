@@ -35,12 +35,14 @@ if TYPE_CHECKING:
     from mixmo_search.predictions import Predictions
 
 EXPERIMENT = "mixmo-search"
-KIND, SEARCH, TRIAL_ID, STATUS, ERROR, PARETO = (
+KIND, SEARCH, TRIAL_ID, STATUS, ERROR, PARETO, OPTUNA_TRIAL = (
     "mixmo.kind", "mixmo.search", "mixmo.trial_id", "mixmo.status", "mixmo.error",
-    "mixmo.pareto",
+    "mixmo.pareto", "mixmo.optuna_trial",
 )  # fmt: skip
 PARENT = "mlflow.parentRunId"
-TERMINAL_MLFLOW = {"finished": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
+# a pruned trial was stopped early by the scheduler: KILLED in the MLflow UI, and its run is
+# renamed "<trial> (pruned at epoch E)"; the `mixmo.status` tag tells it from an interruption
+TERMINAL_MLFLOW = {"finished": "FINISHED", "pruned": "KILLED", "failed": "FAILED",
                    "interrupted": "KILLED"}  # fmt: skip
 
 
@@ -227,10 +229,10 @@ def trial_runs(client: MlflowClient, exp_id: str, parent_id: str) -> dict[str, s
 
 def start_trial_run(
     client: MlflowClient, exp_id: str, parent_id: str, *, search: str, trial_id: str,
-    params: dict[str, Any],
+    params: dict[str, Any], tags: dict[str, str] | None = None,
 ) -> str:  # fmt: skip
     tags = {PARENT: parent_id, KIND: "trial", SEARCH: search, TRIAL_ID: trial_id,
-            STATUS: "running"}  # fmt: skip
+            STATUS: "running", **(tags or {})}  # fmt: skip
     run = client.create_run(exp_id, run_name=trial_id, tags=tags)
     log_params(client, run.info.run_id, params)
     return run.info.run_id

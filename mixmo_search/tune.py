@@ -31,6 +31,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--storage", help="folder for searches (default: runs/searches)")
     parser.add_argument("--mlflow-uri", help="tracking URI (default: sqlite:///mlflow.db)")
     parser.add_argument("--experiment", default="mixmo-search", help="MLflow experiment")
+    parser.add_argument(
+        "--warm-start",
+        metavar="SEARCH",
+        help="seed the sampler with the trials of an earlier search in --storage",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="Ray Tune's progress tables, not one line a trial"
+    )
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan")
     return parser.parse_args(argv)
 
@@ -51,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         space, name=args.name, gpus=args.gpus, cpus=args.cpus, trials=args.trials,
         storage=args.storage, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
         address=args.address, resume=args.resume, dry_run=args.dry_run,
+        warm_start=args.warm_start, verbose=args.verbose,
     )  # fmt: skip
     print(plan.describe(), flush=True)
     if args.dry_run:

@@ -6,7 +6,6 @@ processes) and works on a cluster where only the driver reaches the tracking ser
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,8 @@ from ray.tune import Callback
 
 from mixmo_search import tracking
 from mixmo_search.errors import ConfigError
+from mixmo_search.search import outcomes
+from mixmo_search.search.optuna_search import OPTUNA_TRIAL
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -54,9 +55,11 @@ class MlflowTrials(Callback):
                 params = self.space.trial_config({**self.base, **sampled}).flat()
             except ConfigError:  # an invalid combination: the trial fails and says why
                 params = {**self.space.overrides, **self.base, **sampled}
+            number = trial.config.get(OPTUNA_TRIAL)
             run_id = tracking.start_trial_run(
                 self.client, self.exp_id, self.parent_id, search=self.search,
                 trial_id=trial.trial_id, params={**params, "searched": sorted(sampled)},
+                tags={} if number is None else {tracking.OPTUNA_TRIAL: str(number)},
             )  # fmt: skip
             self.runs[trial.trial_id] = run_id
         return run_id
@@ -75,14 +78,19 @@ class MlflowTrials(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         run_id = self._run_id(trial)
-        finished = "final/val/acc" in trial.last_result
-        if finished and trial.checkpoint is not None:
+        if not outcomes.finished(trial):  # stopped by the scheduler: KILLED, named so
+            epoch = trial.last_result.get("epoch", "?")
+            self.client.update_run(run_id, name=f"{trial.trial_id} (pruned at epoch {epoch})")
+            tracking.set_status(self.client, run_id, "pruned")
+            return
+        if trial.checkpoint is not None:
             with trial.checkpoint.as_directory() as folder:
                 self._log_artifacts(run_id, Path(folder))
-        tracking.set_status(self.client, run_id, "finished" if finished else "pruned")
+        tracking.set_status(self.client, run_id, "finished")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
-        tracking.set_status(self.client, self._run_id(trial), "failed", reason=_reason(trial))
+        reason = outcomes.error_reason(trial)
+        tracking.set_status(self.client, self._run_id(trial), "failed", reason=reason)
 
     def _log_artifacts(self, run_id: str, folder: Path) -> None:
         predictions = folder / "predictions"
@@ -94,17 +102,3 @@ class MlflowTrials(Callback):
 
 def _sampled(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if "." in k}
-
-
-def _reason(trial: Trial) -> str:
-    """The last line of the trial's error file, the exception a user can act on, without the
-    module path of our own exception classes (`mixmo_search.errors.ConfigError: ...`)."""
-    if trial.error_file and Path(trial.error_file).exists():
-        lines = [line for line in Path(trial.error_file).read_text().splitlines() if line]
-        reason = lines[-1] if lines else "unknown error"
-        return re.sub(r"^mixmo_search[\w.]*\.(\w+): ", _own_error, reason)
-    return "unknown error (no error file)"
-
-
-def _own_error(match: re.Match[str]) -> str:
-    return "" if match[1] in ("TrainingDiverged", "ConfigError") else f"{match[1]}: "

@@ -24,11 +24,12 @@ from mixmo_search import files, tracking
 from mixmo_search.checkpoint import code_revision
 from mixmo_search.errors import UserError
 from mixmo_search.search import cluster
-from mixmo_search.search.pareto import pareto_front
 from mixmo_search.search.space import SearchSpace
+from mixmo_search.search.summary import summarize
 
 DEFAULT_STORAGE = Path("runs/searches")
 SEARCH_META = "search.json"
+OPTUNA_DB = "optuna.db"  # the search's Optuna study, beside its trials
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class SearchPlan:
     resume: bool
     base: dict[str, Any]  # flat overrides every trial gets (see `_trial_base`)
     finished: bool = False  # resuming a search that already ran its whole budget
+    warm_start: Path | None = None  # an earlier search's folder whose trials seed the sampler
+    verbose: bool = False  # Ray Tune's own progress tables instead of one line per event
 
     @property
     def path(self) -> Path:
@@ -105,6 +108,8 @@ def make_plan(
     address: str | None = None,
     resume: bool = False,
     dry_run: bool = False,
+    warm_start: str | None = None,
+    verbose: bool = False,
 ) -> SearchPlan:
     """Check every flag against the space, the machine, the store and the storage; raise
     UserError before anything is started or written. A dry run does not ask the cluster of
@@ -180,6 +185,7 @@ def make_plan(
             f"a search named {name!r} already exists in {storage_path}; pass --resume to "
             "continue it, or --name NEW to start another"
         )
+    warm_path = _check_warm_start(warm_start, storage_path, resume) if warm_start else None
     device = "cuda" if gpus_per_trial > 0 else "cpu"
     base = {**base, "run.device": device, "run.threads": max(1, int(cpus_per_trial))}
     mlflow_uri = mlflow_uri or tracking.default_tracking_uri()
@@ -204,7 +210,22 @@ def make_plan(
         resume=resume,
         base=base,
         finished=finished,
+        warm_start=warm_path,
+        verbose=verbose,
     )
+
+
+def _check_warm_start(name: str, storage: Path, resume: bool) -> Path:
+    if resume:
+        raise UserError("--warm-start starts a new search; a resumed search keeps its study")
+    path = storage / name
+    if not (path / OPTUNA_DB).is_file():
+        known = sorted(p.name for p in storage.glob(f"*/{OPTUNA_DB}")) if storage.is_dir() else []
+        raise UserError(
+            f"--warm-start {name}: no search {name!r} with an Optuna study in {storage}; "
+            f"searches there: {', '.join(p.split('/')[0] for p in known) or 'none'}"
+        )
+    return path
 
 
 def _trial_base(space: SearchSpace) -> dict[str, Any]:
@@ -281,6 +302,8 @@ def run_search(plan: SearchPlan) -> dict[str, Any]:
     Ray starts first, so a cluster that refuses this driver writes nothing; the parent run
     and `search.json` come once Ray and the store both answer.
     """
+    if not plan.verbose:
+        _quiet()
     if plan.address is None:
         cluster.start_local(cpus=plan.cpus_total, gpus=plan.gpus_total)
     else:
@@ -312,8 +335,11 @@ def run_search(plan: SearchPlan) -> dict[str, Any]:
         import ray
 
         ray.shutdown()
-    summary = summarize(client, exp_id, parent_id, plan)
+    summary = summarize(tracking.load_trials(client, exp_id, parent_id), plan)
     summary["interrupted"] = interrupted
+    pareto = {row["run_id"] for row in summary["pareto"]}
+    for run_id in summary["finished_run_ids"]:
+        client.set_tag(run_id, tracking.PARETO, str(run_id in pareto).lower())
     client.log_text(parent_id, tracking.summary_json(summary), "summary.json")
     if interrupted:
         return summary
@@ -326,6 +352,23 @@ def run_search(plan: SearchPlan) -> dict[str, Any]:
     tracking.set_status(client, parent_id, "finished")
     _write_meta(plan, parent_id, "finished")
     return summary
+
+
+def _quiet() -> None:
+    """Only the search's own lines on the terminal (`ProgressLines`); libraries say warnings.
+
+    With the legacy reporter and verbose=0 Tune prints no tables and no TensorBoard hint, and
+    a failed trial's traceback stays in its error file (its reason is printed in one line).
+    """
+    import logging
+
+    import optuna
+
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _start_parent(client: Any, exp_id: str, plan: SearchPlan) -> str:
@@ -394,9 +437,10 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     from mixmo_search.search.mlflow_callback import MlflowTrials
+    from mixmo_search.search.optuna_search import TrialOutcomeSearch, seed_study
+    from mixmo_search.search.progress import ProgressLines, report_epochs
     from mixmo_search.search.samplers import sampler_for
     from mixmo_search.search.trainable import train_trial
 
@@ -407,24 +451,52 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
         tune.with_parameters(train_trial, preset=space.preset, base=plan.base),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial},
     )
+    guard = space.guard or space.objectives[0]
+    callbacks = [MlflowTrials(plan.mlflow_uri, exp_id, parent_id, plan)]
+    if not plan.verbose:
+        rungs = report_epochs(
+            space.scheduler.type,
+            space.scheduler.grace_period,
+            space.scheduler.reduction_factor,
+            space.scheduler.max_t,
+        )
+        callbacks.append(ProgressLines(guard.metric, guard.mode, rungs, space.scheduler.max_t))
+    run_config = tune.RunConfig(
+        name=plan.name,
+        storage_path=str(plan.storage),
+        callbacks=callbacks,
+        failure_config=tune.FailureConfig(max_failures=2),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        verbose=2 if plan.verbose else 0,
+    )
     if plan.resume and tune.Tuner.can_restore(str(plan.path)):
         tuner = tune.Tuner.restore(
             str(plan.path), trainable, resume_unfinished=True, resume_errored=True
         )
     else:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{plan.path / OPTUNA_DB}")
+        if plan.warm_start is not None:
+            added = seed_study(
+                storage,
+                plan.name,
+                space,
+                source_name=plan.warm_start.name,
+                source=f"sqlite:///{plan.warm_start / OPTUNA_DB}",
+            )
+            print(f"warm start: {added} trials of {plan.warm_start.name} seed the sampler")
         metrics, modes = space.metric_modes()
         single = space.n_objectives == 1
-        searcher = OptunaSearch(
+        searcher = TrialOutcomeSearch(
             space=space.define_by_run,
             metric=metrics[0] if single else metrics,
             mode=modes[0] if single else modes,
             sampler=sampler_for(space),
             study_name=plan.name,
-            storage=optuna.storages.RDBStorage(f"sqlite:///{plan.path / 'optuna.db'}"),
+            storage=storage,
         )
         if space.scheduler.type == "asha":
             scheduler = ASHAScheduler(
-                metric=space.guard.metric, mode=space.guard.mode,
+                metric=guard.metric, mode=guard.mode,
                 time_attr="training_iteration", max_t=space.scheduler.max_t,
                 grace_period=space.scheduler.grace_period,
                 reduction_factor=space.scheduler.reduction_factor,
@@ -440,14 +512,7 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
                 time_budget_s=plan.time_s,
                 reuse_actors=True,  # no new process (and torch import) per trial
             ),
-            run_config=tune.RunConfig(
-                name=plan.name,
-                storage_path=str(plan.storage),
-                callbacks=[MlflowTrials(plan.mlflow_uri, exp_id, parent_id, plan)],
-                failure_config=tune.FailureConfig(max_failures=2),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                verbose=1,
-            ),  # fmt: skip
+            run_config=run_config,
         )
     tuner.fit()
     return _statuses(plan)
@@ -475,44 +540,3 @@ def _mark_interrupted(client: Any, exp_id: str, parent_id: str) -> None:
         if client.get_run(run_id).data.tags.get(tracking.STATUS) == "running":
             tracking.set_status(client, run_id, "interrupted")
     tracking.set_status(client, parent_id, "interrupted")
-
-
-def summarize(client: Any, exp_id: str, parent_id: str, plan: SearchPlan) -> dict[str, Any]:
-    """Counts, the best finished trial and the Pareto set (on final validation metrics)."""
-    trials = tracking.load_trials(client, exp_id, parent_id)
-    counts = {"total": len(trials)}
-    for status in ("finished", "pruned", "failed", "interrupted", "running"):
-        counts[status] = int((trials["status"] == status).sum()) if len(trials) else 0
-    space = plan.space
-    metrics = [f"final/{o.metric}" for o in space.objectives]
-    modes = [o.mode for o in space.objectives]
-    finished = trials[trials["status"] == "finished"] if len(trials) else trials
-    rows = finished.to_dict("records") if len(finished) else []
-    front = pareto_front(rows, metrics, modes) if rows else []
-    searched = [p.key for p in space.params]
-
-    def describe(row: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "trial_id": row["trial_id"],
-            "run_id": row["run_id"],
-            "objectives": {m: row.get(m) for m in metrics},
-            "test": {k: row[k] for k in ("final/test/acc", "final/test/nll") if k in row},
-            "params": {k: row.get(f"param.{k}") for k in searched},
-        }
-
-    best = None
-    if rows:
-        sign = 1 if modes[0] == "max" else -1
-        scored = [r for r in rows if r.get(metrics[0]) == r.get(metrics[0])]  # drop NaN
-        if scored:
-            best = describe(max(scored, key=lambda r: sign * r[metrics[0]]))
-    pareto_ids = {rows[i]["run_id"] for i in front}
-    for row in rows:
-        client.set_tag(row["run_id"], tracking.PARETO, str(row["run_id"] in pareto_ids).lower())
-    return {
-        "search": plan.name,
-        "counts": counts,
-        "objectives": dict(zip(metrics, modes, strict=True)),
-        "best": best,
-        "pareto": [describe(rows[i]) for i in front],
-    }

@@ -92,6 +92,20 @@ class Param:
         number = isinstance(value, int | float) and not isinstance(value, bool)
         return number and self.low <= value <= self.high and (value - self.low) % self.step == 0
 
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        """The Optuna distribution `suggest` draws from (searched types only)."""
+        from optuna import distributions as dist
+
+        if self.type in ("uniform", "loguniform"):
+            return dist.FloatDistribution(self.low, self.high, log=self.type == "loguniform")
+        if self.type == "int":
+            return dist.IntDistribution(
+                int(self.low), int(self.high), log=self.log, step=self.step
+            )
+        if self.type == "categorical":
+            return dist.CategoricalDistribution(self.choices)
+        raise ValueError(f"`{self.key}` is fixed: it has no distribution")
+
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.type in ("uniform", "loguniform"):
             return trial.suggest_float(self.key, self.low, self.high, log=self.type != "uniform")
@@ -171,6 +185,10 @@ class SearchSpace:
             ):
                 values[param.key] = param.suggest(trial)
         return values
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """{key: distribution} of the searched (not fixed) params."""
+        return {p.key: p.distribution() for p in self.params if p.type != "fixed"}
 
     def base_config(self) -> TrainConfig:
         return resolve_config(preset=self.preset, overrides=self.overrides)

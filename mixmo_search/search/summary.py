@@ -13,10 +13,71 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mixmo_search.search.pareto import pareto_front
+
 if TYPE_CHECKING:
+    import pandas as pd
+
     from mixmo_search.search.run import SearchPlan
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
+
+
+STATUSES = ("finished", "pruned", "failed", "interrupted", "running")
+
+
+def summarize(trials: pd.DataFrame, plan: SearchPlan) -> dict[str, Any]:
+    """Counts, the best finished trial, the Pareto set (on final validation metrics) and, per
+    searched categorical or int param, the mean objective of finished trials by value."""
+    counts = {"total": len(trials)}
+    for status in STATUSES:
+        counts[status] = int((trials["status"] == status).sum()) if len(trials) else 0
+    space = plan.space
+    metrics = [f"final/{o.metric}" for o in space.objectives]
+    modes = [o.mode for o in space.objectives]
+    finished = trials[trials["status"] == "finished"] if len(trials) else trials
+    rows = finished.to_dict("records") if len(finished) else []
+    front = pareto_front(rows, metrics, modes) if rows else []
+    searched = [p.key for p in space.params]
+
+    def describe(row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "trial_id": row["trial_id"],
+            "run_id": row["run_id"],
+            "objectives": {m: row.get(m) for m in metrics},
+            "test": {k: row[k] for k in ("final/test/acc", "final/test/nll") if k in row},
+            "params": {k: row.get(f"param.{k}") for k in searched},
+        }
+
+    sign = 1 if modes[0] == "max" else -1
+    scored = [r for r in rows if r.get(metrics[0]) == r.get(metrics[0])]  # drop NaN
+    best = describe(max(scored, key=lambda r: sign * r[metrics[0]])) if scored else None
+    return {
+        "search": plan.name,
+        "counts": counts,
+        "objectives": dict(zip(metrics, modes, strict=True)),
+        "best": best,
+        "pareto": [describe(rows[i]) for i in front],
+        "by_param": _by_param(finished, space, metrics[0], modes[0]),
+        "finished_run_ids": [r["run_id"] for r in rows],
+    }
+
+
+def _by_param(
+    finished: pd.DataFrame, space: Any, metric: str, mode: str
+) -> dict[str, dict[str, float]]:
+    """{param: {value: mean `metric`}} over finished trials, best value first, for searched
+    params with a few values (categorical, int) seen with at least two values."""
+    found: dict[str, dict[str, float]] = {}
+    for param in space.params:
+        column = f"param.{param.key}"
+        if param.type not in ("categorical", "int") or column not in finished:
+            continue
+        means = finished.groupby(column)[metric].mean().dropna()
+        if len(means) >= 2:
+            ordered = means.sort_values(ascending=mode == "min")
+            found[param.key] = {_short(value): float(mean) for value, mean in ordered.items()}
+    return found
 
 
 def format_summary(summary: dict[str, Any], plan: SearchPlan) -> str:
@@ -24,7 +85,7 @@ def format_summary(summary: dict[str, Any], plan: SearchPlan) -> str:
     lines = [
         "",
         f"search {summary['search']!r}: {counts['total']} trials: {counts['finished']} "
-        f"finished, {counts['pruned']} stopped early, {counts['failed']} failed"
+        f"finished, {counts['pruned']} pruned (stopped early), {counts['failed']} failed"
         + (f", {counts['interrupted']} interrupted" if counts["interrupted"] else ""),
     ]
     best = summary["best"]
@@ -36,6 +97,10 @@ def format_summary(summary: dict[str, Any], plan: SearchPlan) -> str:
     if len(summary["objectives"]) > 1:
         lines.append(f"Pareto set ({len(summary['pareto'])} trials):")
         lines += ["  " + _row(row) for row in summary["pareto"]]
+    metric = next(iter(summary["objectives"])).removeprefix("final/")
+    for key, means in summary.get("by_param", {}).items():
+        shown = ", ".join(f"{value} {mean:.4f}" for value, mean in means.items())
+        lines.append(f"found: {key} {next(iter(means))} does best (mean {metric}: {shown})")
     steps = next_steps(plan)
     if summary.get("interrupted"):
         lines.insert(2, "the search was interrupted before its budget; resume it as below")
@@ -47,10 +112,12 @@ def format_summary(summary: dict[str, Any], plan: SearchPlan) -> str:
 def next_steps(plan: SearchPlan) -> list[tuple[str, str]]:
     """(label, command) of what to run next, each as it should be pasted."""
     python, uri = interpreter(), shlex.quote(plan.mlflow_uri)
+    study = shlex.quote(f"sqlite:///{plan.path / 'optuna.db'}")
     return [
         ("dashboard:", f"MLFLOW_TRACKING_URI={uri} {python} -m streamlit run "
                        f"{_here(DASHBOARD)} --server.address 127.0.0.1"),
         ("MLflow UI:", f"{python} -m mlflow ui --backend-store-uri {uri} --host 127.0.0.1"),
+        ("Optuna:", f"{script('optuna-dashboard')} {study} --host 127.0.0.1"),
         ("promote:", f"{python} -m mixmo_search.promote --search {plan.name} --mlflow-uri {uri}"),
     ]  # fmt: skip
 
@@ -78,10 +145,17 @@ def _here(path: Path) -> str:
 def interpreter() -> str:
     """`python` when that is this interpreter, else this interpreter's path (relative to the
     working directory when inside it, e.g. `.venv/bin/python`)."""
-    on_path = shutil.which("python")
-    if on_path and Path(on_path) == Path(sys.executable):
-        return "python"
-    return _here(Path(sys.executable))
+    return script("python")
+
+
+def script(name: str) -> str:
+    """How to call the command `name` installed beside this interpreter: its bare name when
+    PATH finds that one, else its path (e.g. `.venv/bin/optuna-dashboard`)."""
+    beside = Path(sys.executable).parent / name
+    on_path = shutil.which(name)
+    if on_path and Path(on_path) == beside:
+        return name
+    return _here(beside)
 
 
 def _row(entry: dict[str, Any]) -> str:
@@ -93,7 +167,10 @@ def _row(entry: dict[str, Any]) -> str:
 
 
 def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    """A param value as a user wrote it: 4 not 4.0 (pandas makes int columns with gaps float)."""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.4g}"
+    return str(value)
 
 
 def print_summary(summary: dict[str, Any], plan: SearchPlan) -> None:
