@@ -59,6 +59,8 @@ class TrialOutcomeSearch(OptunaSearch):
             state, values = TrialState.COMPLETE, finals
         else:  # stopped by the scheduler before its final evaluation
             state, values = TrialState.PRUNED, None
+            # the result the scheduler stopped on comes here, not through on_trial_result
+            self.on_trial_result(trial_id, result or {})
         self._ot_study.tell(self._ot_trials[trial_id], values, state=state)
         self._completed_trials.add(trial_id)
 

@@ -66,14 +66,19 @@ def summarize(trials: pd.DataFrame, plan: SearchPlan) -> dict[str, Any]:
 def _by_param(
     finished: pd.DataFrame, space: Any, metric: str, mode: str
 ) -> dict[str, dict[str, float]]:
-    """{param: {value: mean `metric`}} over finished trials, best value first, for searched
-    params with a few values (categorical, int) seen with at least two values."""
+    """{param: {value: mean `metric`}} over the finished trials that drew the param (a
+    conditional one is not drawn everywhere), best value first, for searched params with a
+    few values (categorical, int) seen with at least two values."""
+    import ast
+
     found: dict[str, dict[str, float]] = {}
+    drawn = [set(ast.literal_eval(v)) for v in finished.get("param.searched", [])]
     for param in space.params:
         column = f"param.{param.key}"
         if param.type not in ("categorical", "int") or column not in finished:
             continue
-        means = finished.groupby(column)[metric].mean().dropna()
+        rows = finished[[param.key in keys for keys in drawn]]
+        means = rows.groupby(column)[metric].mean().dropna()
         if len(means) >= 2:
             ordered = means.sort_values(ascending=mode == "min")
             found[param.key] = {_short(value): float(mean) for value, mean in ordered.items()}

@@ -34,22 +34,33 @@ def test_dry_run_on_every_shipped_space(space, tmp_path, run_tune):
 
 
 def test_quickstart_runs_end_to_end(tmp_path, run_tune):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    """`make run`'s search (named as it names it): trials, MLflow, Optuna and the summary tell
+    the same story, pruned trials are pruned everywhere, and every printed command works."""
+    import optuna
+
+    uri, name = f"sqlite:///{tmp_path / 'mlflow.db'}", "quickstart-20261201-120000"
     done = run_tune("--space", str(QUICKSTART), "--gpus", "0", "--trials", "6",
-                    "--mlflow-uri", uri, cwd=tmp_path)  # fmt: skip
+                    "--mlflow-uri", uri, "--name", name, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "best trial" in done.stdout
-    assert "-m streamlit run" in done.stdout and "--server.address 127.0.0.1" in done.stdout
-    meta = json.loads((tmp_path / "runs/searches/quickstart-digits/search.json").read_text())
+    assert "best trial" in done.stdout and f"search {name!r}: 6 trials" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr and "╭" not in done.stdout  # no tables
+    assert "found: model.n_members" in done.stdout
+    meta = json.loads((tmp_path / f"runs/searches/{name}/search.json").read_text())
     client, trials = _trials(uri, meta["parent_run_id"])
     searches = tracking.list_searches(client, tracking.experiment_id(client, create=False))
-    assert len(searches) == 1 and searches.status[0] == "FINISHED"
+    assert searches.search.tolist() == [name] and searches.status[0] == "FINISHED"
     assert len(trials) == 6 and trials.trial_id.is_unique
     assert set(trials.status) <= {"finished", "pruned"}
     assert (trials.status == "pruned").sum() >= 1, "asha should stop some trials early"
     assert (trials.status == "finished").sum() >= 1
-    for run_id in trials.run_id:  # every run closed, none left RUNNING
-        assert client.get_run(run_id).info.status == "FINISHED"
+    for row in trials.itertuples():  # every run closed; a pruned one says so in the UI
+        run = client.get_run(row.run_id)
+        assert run.data.tags[tracking.SEARCH] == name
+        if row.status == "finished":
+            assert run.info.status == "FINISHED" and run.info.run_name == row.trial_id
+        else:
+            assert run.info.status == "KILLED"
+            assert run.info.run_name == f"{row.trial_id} (pruned at epoch 6)"
     finished = trials[trials.status == "finished"].iloc[0]
     history = client.get_metric_history(finished.run_id, "val/acc")
     assert [m.step for m in history] == list(range(1, 13))
@@ -59,6 +70,25 @@ def test_quickstart_runs_end_to_end(tmp_path, run_tune):
     assert client.list_artifacts(finished.run_id, "checkpoint")[0].path == "checkpoint/best.pt"
     pruned = trials[trials.status == "pruned"]
     assert pruned["final/val/acc"].isna().all()  # pruned trials stop before the final report
+
+    # Optuna: finished trials COMPLETE with their final value, pruned ones PRUNED with each
+    # epoch's value, and the same trial numbers MLflow tags
+    study = optuna.load_study(
+        study_name=name, storage=f"sqlite:///{tmp_path / 'runs/searches' / name / 'optuna.db'}"
+    )
+    by_number = {t.number: t for t in study.trials}
+    for row in trials.to_dict("records"):
+        number = int(client.get_run(row["run_id"]).data.tags[tracking.OPTUNA_TRIAL])
+        trial = by_number[number]
+        if row["status"] == "finished":
+            assert trial.state.name == "COMPLETE"
+            assert trial.value == pytest.approx(row["final/val/acc"])
+        else:
+            # Optuna keeps a pruned trial's last intermediate value; its state says "not final"
+            assert trial.state.name == "PRUNED"
+            assert sorted(trial.intermediate_values) == list(range(1, 7))
+            assert trial.intermediate_values[6] == pytest.approx(row["val/acc"]) == trial.value
+
     parent = client.get_run(meta["parent_run_id"])
     assert parent.data.metrics["trials/total"] == 6
     assert parent.data.params["sampler"] == "tpe"
@@ -68,8 +98,55 @@ def test_quickstart_runs_end_to_end(tmp_path, run_tune):
         ).read_text()
     )
     best = trials.loc[trials["final/val/acc"].idxmax()]
-    assert summary["best"]["trial_id"] == best.trial_id
-    assert (tmp_path / "runs/searches/quickstart-digits/optuna.db").exists()
+    assert summary["search"] == name and summary["best"]["trial_id"] == best.trial_id
+    _printed_commands_work(done.stdout, tmp_path, model=f"mixmo-{name}")
+
+
+SERVERS = {  # what each printed server command answers on, when it is up
+    "dashboard:": "http://127.0.0.1:8501/_stcore/health",
+    "MLflow UI:": "http://127.0.0.1:5000/health",
+    "Optuna:": "http://127.0.0.1:8080/api/studies",
+}
+
+
+def _printed_commands_work(stdout: str, cwd: Path, model: str) -> None:
+    """Run each `next:` command as pasted: servers answer on the loopback only, and
+    `promote` registers the best trial."""
+    import urllib.request
+
+    import psutil
+
+    lines = stdout[stdout.index("\nnext:") + 1 :].splitlines()[1:]
+    commands = {line.split(":", 1)[0].strip() + ":": line.split(":", 1)[1].strip()
+                for line in lines if ":" in line}  # fmt: skip
+    assert set(commands) == {*SERVERS, "promote:"}, commands
+    promoted = subprocess.run(commands["promote:"], shell=True, cwd=cwd, capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+    assert promoted.returncode == 0, promoted.stderr[-2000:]
+    assert f"as {model} version 1, alias champion" in promoted.stdout
+    for label, health in SERVERS.items():
+        server = subprocess.Popen(
+            commands[label], shell=True, cwd=cwd, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    with urllib.request.urlopen(health, timeout=5) as response:
+                        assert response.status == 200
+                    break
+                except OSError:
+                    assert server.poll() is None, f"{label} exited: {commands[label]}"
+                    assert time.monotonic() < deadline, f"{label} never answered at {health}"
+                    time.sleep(1)
+            shell = psutil.Process(server.pid)
+            ips = {c.laddr.ip for p in [shell, *shell.children(recursive=True)]
+                   for c in p.net_connections("inet") if c.status == "LISTEN"}  # fmt: skip
+            assert ips and ips <= {"127.0.0.1", "::1"}, (label, ips)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
 
 
 def test_pareto_set_matches_non_dominated_trials_in_mlflow(search_store):
