@@ -24,6 +24,7 @@ DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagefolder", "digits")
 MIX_BLOCKS = ("sum", "linear", "cut", "cow", "patchup")
 INPUT_MIXES = ("none", "cutmix", "mixup")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("bf16", "fp32")
 MAX_MEMBERS = 8
 
 
@@ -86,6 +87,9 @@ class RunConfig:
     seed: int = 0
     device: str = field(default="auto", metadata=_choice(*DEVICES))  # auto: cuda if present
     threads: int = field(default=0, metadata=_range(0))  # CPU threads; 0 = torch's default
+    # bf16 autocast on CUDA (the reference trains fp32; benchmarks/RESULTS.md compares the two);
+    # the CPU always trains in fp32
+    precision: str = field(default="bf16", metadata=_choice(*PRECISIONS))
     compile: bool = False  # torch.compile the model (worth it for long GPU runs)
     out_dir: str = ""  # checkpoints, predictions, metrics.json; "" = runs/<date-time>
     eval_batch_size: int = field(default=500, metadata=_range(1))

@@ -286,12 +286,17 @@ def _named_trial(finished: list[Trial], trial_id: str, search: str) -> Trial:
 
 def _finite(row: dict[str, Any]) -> bool:
     """Whether a trial's final accuracy and NLL on val and test are finite numbers, and no
-    other final metric is infinite: a network that gives NaN or inf is never promoted."""
+    other final metric is infinite: a network that gives NaN or inf is never promoted.
+    (MLflow's SQL stores keep inf as the largest float, so that counts as infinite.)"""
     finals = {k: v for k, v in row.items() if k.startswith("final/") and isinstance(v, float)}
     required = [f"final/{split}/{name}" for split in ("val", "test") for name in ("acc", "nll")]
-    return all(math.isfinite(finals.get(key, math.nan)) for key in required) and not any(
-        math.isinf(v) for v in finals.values()
+    return all(_number(finals.get(key, math.nan)) for key in required) and all(
+        _number(v) or math.isnan(v) for v in finals.values()
     )
+
+
+def _number(value: float) -> bool:
+    return abs(value) < sys.float_info.max  # False for inf, MLflow's stored inf, and NaN
 
 
 def _metrics(row: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -389,8 +394,8 @@ def _carry_out(plan: PromotionPlan, device: str) -> Promotion:
 
     from mixmo_search import registry
     from mixmo_search.datasets import load_dataset
+    from mixmo_search.inference import member_logits, resolve_device
     from mixmo_search.metrics import evaluate
-    from mixmo_search.train import predict, resolve_device
 
     client = tracking.connect(plan.tracking_uri)
     trial = plan.trial
@@ -403,9 +408,11 @@ def _carry_out(plan: PromotionPlan, device: str) -> Promotion:
     input_format = registry.InputFormat.of(ds)
     network = registry.build_network(cfg, input_format, state["model"], resolve_device(device))
 
-    # the trainer scored test with the validation temperature; so do we, to compare like with like
-    logits = predict(network.model, ds.test.images.to(network.normalize.scale.device),
-                     network.normalize, cfg.run.eval_batch_size)  # fmt: skip
+    # as the trainer scored test (its precision, the validation temperature): like with like
+    logits = member_logits(
+        network.model, ds.test.images.to(network.normalize.scale.device), network.normalize,
+        cfg.run.eval_batch_size, precision=cfg.run.precision,
+    )  # fmt: skip
     if not torch.isfinite(logits).all():
         raise PromoteError(
             f"trial {trial.trial_id}'s network gives non-finite outputs on the test split; it "

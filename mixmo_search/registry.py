@@ -34,9 +34,9 @@ from mixmo_search.checkpoint import code_revision
 from mixmo_search.config import TrainConfig, resolve_config
 from mixmo_search.data import Normalizer
 from mixmo_search.errors import UserError
+from mixmo_search.inference import member_logits, resolve_device
 from mixmo_search.metrics import ensemble_logits
 from mixmo_search.models import MixMoNet, create_model
-from mixmo_search.train import predict, resolve_device
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -124,19 +124,19 @@ def build_network(
 def classify(network: LoadedNetwork, images: Tensor) -> Classification:
     """Classify (N, C, H, W) raw-pixel images (uint8, or float in [0, 255])."""
     device = network.normalize.scale.device
-    member_logits = predict(
+    logits = member_logits(
         network.model, images.to(device), network.normalize, network.config.run.eval_batch_size
-    )  # (M, N, K)
-    if not torch.isfinite(member_logits).all():
-        bad = (~torch.isfinite(member_logits)).any(dim=2).any(dim=0).nonzero()[:, 0]  # (n,)
+    )  # (M, N, K), fp32: a served model answers the same on every device
+    if not torch.isfinite(logits).all():
+        bad = (~torch.isfinite(logits)).any(dim=2).any(dim=0).nonzero()[:, 0]  # (n,)
         raise NonFiniteOutput(
             f"the network gives non-finite outputs for {len(bad)} of {images.shape[0]} "
             f"images (the first: image {int(bad[0])}); its weights or these inputs are "
             "broken: promote another trial, or check the images"
         )
-    probs = ensemble_logits(member_logits).softmax(dim=1)  # (N, K), float64
+    probs = ensemble_logits(logits).softmax(dim=1)  # (N, K), float64
     confidence, classes = probs.max(dim=1)
-    return Classification(classes, confidence, member_logits.argmax(dim=2))
+    return Classification(classes, confidence, logits.argmax(dim=2))
 
 
 class MixMoPyfunc(PythonModel):

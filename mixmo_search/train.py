@@ -16,7 +16,6 @@ import json
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +25,10 @@ from torch import Tensor
 
 from mixmo_search import checkpoint, files
 from mixmo_search.config import TrainConfig, list_presets, load_config, resolve_config
-from mixmo_search.data import Normalizer, augmented, epoch_indices, eval_batches
+from mixmo_search.data import Normalizer, augmented, epoch_indices
 from mixmo_search.datasets import Dataset, load_dataset
 from mixmo_search.errors import ConfigError, TrainingDiverged, exit_on_user_error
+from mixmo_search.inference import autocast, member_logits, resolve_device
 from mixmo_search.metrics import evaluate
 from mixmo_search.mixing import loss_weights, make_mix, mix_inputs, p_at
 from mixmo_search.models import MixMoNet, create_model
@@ -45,14 +45,6 @@ class EpochReport:
     checkpoint_dir: Path  # holds last.pt (resume) and best.pt after this epoch
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("`run.device` is cuda but no CUDA device is visible; use cpu or auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def lr_at(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
     """Linear warm-up over `warmup_epochs`, then x gamma at each 1-based milestone epoch."""
     o = cfg.optim
@@ -61,26 +53,6 @@ def lr_at(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> floa
     warm = min(1.0, done / warmup_steps) if warmup_steps > 0 else 1.0
     decays = sum(epoch + 1 >= m for m in o.milestones)
     return cfg.base_lr * warm * o.gamma**decays
-
-
-@torch.no_grad()
-def predict(model: MixMoNet, images: Tensor, normalize: Normalizer, batch_size: int) -> Tensor:
-    """(M, N, K) float32 member logits for un-augmented uint8 images (test-time sum mix)."""
-    model.eval()
-    device = images.device
-    with _autocast(device):
-        logits = [
-            model(normalize(chunk).contiguous(memory_format=torch.channels_last))
-            for chunk in eval_batches(images, batch_size)
-        ]
-    return torch.cat(logits, dim=1).float()
-
-
-def _autocast(device: torch.device):
-    # bf16 on CUDA only: this CPU class has no native bf16, where it would be slower
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def train(
@@ -209,7 +181,7 @@ def train(
                     alpha=m.input_mix_alpha,
                 )
                 partner_y = ds.train.labels[partner_idx]
-            with _autocast(device):
+            with autocast(device, cfg.run.precision):
                 logits = step_model(x, mix.masks)  # (M,B,K)
             flat_logits = logits.float().flatten(0, 1)
             ce = F.cross_entropy(flat_logits, y.flatten(), reduction="none").view_as(y)
@@ -245,7 +217,13 @@ def train(
         # validation, best checkpoint, last checkpoint, callback
         is_last = epoch + 1 == o.epochs
         if (epoch + 1) % cfg.run.eval_every == 0 or is_last:
-            val_logits = predict(model, ds.val.images, normalize, cfg.run.eval_batch_size)
+            val_logits = member_logits(
+                model,
+                ds.val.images,
+                normalize,
+                cfg.run.eval_batch_size,
+                precision=cfg.run.precision,
+            )
             metrics.update(evaluate(val_logits, ds.val.labels, prefix="val"))
             if metrics["val/acc"] > best_acc and math.isfinite(metrics["val/nll"]):
                 best_acc, best_epoch = metrics["val/acc"], epoch + 1
@@ -305,7 +283,9 @@ def _evaluate_best(
     final: dict[str, float] = {}
     for split in ("val", "test"):
         part = getattr(ds, split)
-        logits = predict(model, part.images, normalize, cfg.run.eval_batch_size)
+        logits = member_logits(
+            model, part.images, normalize, cfg.run.eval_batch_size, precision=cfg.run.precision
+        )
         temperature = final["val/temperature"] if split == "test" else None
         final.update(evaluate(logits, part.labels, prefix=split, temperature=temperature))
         save_predictions(
