@@ -1,9 +1,10 @@
 """The dashboard's data: cached loaders and the frames the pages show (compute, then render).
 
 Loaders take plain values (URI, ids) so Streamlit can cache them and read the store through
-`mixmo_search.tracking` only. A first render costs one `search_runs` call for the searches
-and one for the chosen search's trials; metric histories and stored predictions load on
-demand, for the trials a page shows. The other functions are pure, on the trials frame.
+`mixmo_search.tracking` only. A first render costs one `search_runs` call for the searches,
+one read of the chosen search's trials (SQL on SQLite and PostgreSQL stores) and its space
+file; metric histories and stored predictions load on demand, for the trials a page shows.
+The other functions are pure, on the trials frame.
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ from mixmo_search.search.pareto import pareto_front
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from mixmo_search.predictions import Predictions
-
 SEARCHES_TTL_S = 30  # a new search shows up in the picker within this time
 TRIALS_TTL_S = 120  # a running search clears this cache itself on every refresh
 HISTORY_TTL_S = 60  # learning curves of running trials grow by one epoch at a time
-BASE_COLUMNS = ("run_id", "trial_id", "status", "error", "pareto", "start_time", "has_final")
+BASE_COLUMNS = ("run_id", "trial_id", "optuna_trial", "status", "epochs", "error", "pareto",
+                "start_time", "has_final")  # fmt: skip
 STATUSES = ("finished", "pruned", "running", "failed", "interrupted")
 KEY_METRICS = ("val/acc", "val/nll", "val/ece", "val/disagreement", "test/acc", "test/nll")
 # Metric names ending with one of these are better when larger; all others when smaller.
-_MAXIMISED = ("acc", "top5", "disagreement", "ratio_error", "member_acc_mean", "slots_per_s")
+_MAXIMISED = ("acc", "top5", "disagreement", "ratio_error", "member_acc_mean", "slots_per_s",
+              "images_per_s")  # fmt: skip
+MIN_IMPORTANCE_TRIALS = 5  # fewer trials than this and a forest's importances are noise
+MAX_CATEGORIES = 12  # an int param with at most this many values gets a categorical axis
+LOG_SPAN = 100.0  # positive values spanning this factor (2 decades) get a log axis
 _SPLIT_ORDER = {"val": 0, "test": 1, "train": 2}
 EVALUATORS = {
     "fANOVA": "FanovaImportanceEvaluator",
@@ -135,8 +139,12 @@ def metric_columns(trials: pd.DataFrame) -> list[str]:
 
 
 def epoch_metrics(trials: pd.DataFrame) -> list[str]:
-    """Metrics logged every epoch: all but the final-only test metrics and best epoch."""
-    return [m for m in metric_columns(trials) if not m.startswith("test/") and m != "best_epoch"]
+    """Metrics logged every epoch: all but the final-only test and cost metrics and best epoch."""
+    return [
+        m
+        for m in metric_columns(trials)
+        if not m.startswith(("test/", "cost/")) and m != "best_epoch"
+    ]
 
 
 def metric_mode(name: str, search_objectives: Mapping[str, str]) -> str:
@@ -161,13 +169,26 @@ def front_run_ids(trials: pd.DataFrame, metrics: Sequence[str], modes: Sequence[
     return finished["run_id"].iloc[pareto_front(rows, metrics, modes)].tolist()
 
 
-def filter_options(trials: pd.DataFrame, column: str) -> list[Any] | tuple[float, float]:
+def filter_options(
+    trials: pd.DataFrame, column: str, scale: str = "linear"
+) -> list[Any] | tuple[float, float]:
     """What to offer as a filter: the (low, high) range of a float column, else the distinct
-    values (categories, booleans, integers such as M)."""
+    values (categories, booleans, integers such as M, and floats drawn from a list)."""
     values = trials[column].dropna()
-    if pd.api.types.is_float_dtype(values) and values.nunique() > 1:
+    if scale != "categorical" and pd.api.types.is_float_dtype(values) and values.nunique() > 1:
         return float(values.min()), float(values.max())
-    return sorted(values.unique().tolist(), key=str)
+    return categories(values)
+
+
+def categories(values: pd.Series) -> list[Any]:
+    """The distinct values in axis order: numbers by value (1, 2, 4, inf), others by text."""
+    return sorted(values.dropna().unique().tolist(), key=_category_order)
+
+
+def _category_order(value: Any) -> tuple[int, Any]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return 0, value
+    return 1, str(value)
 
 
 def filter_trials(
@@ -192,6 +213,14 @@ def run_url(ui_base: str, exp_id: str, run_id: str) -> str:
     return f"{ui_base.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
 
 
+def by_objective(trials: pd.DataFrame, metric: str | None, mode: str) -> pd.DataFrame:
+    """The trials sorted on `metric`, best first in its direction (`mode`), missing values
+    last; unchanged when there is no such column."""
+    if metric is None or metric not in trials:
+        return trials
+    return trials.sort_values(metric, ascending=mode == "min", na_position="last", kind="stable")
+
+
 def trials_table(
     trials: pd.DataFrame,
     *,
@@ -200,15 +229,137 @@ def trials_table(
     exp_id: str,
     ui_base: str,
 ) -> pd.DataFrame:
-    """The trials table: id, status, Pareto flag, params (short names), metrics, start time,
-    the failure reason when a trial failed, and the trial's MLflow link."""
-    columns = ["trial_id", "status", "pareto", *params, *metrics, "start_time"]
+    """The trials table, in the order of `trials`: Ray trial id and Optuna trial number, status,
+    epochs run, Pareto flag, params (short names), metrics, start time, the failure reason when
+    a trial failed, and the trial's MLflow link."""
+    columns = ["trial_id", "optuna_trial", "status", "epochs", "pareto", *params, *metrics,
+               "start_time"]  # fmt: skip
     if trials["error"].fillna("").astype(bool).any():
         columns.append("error")
     table = trials.reindex(columns=columns)
+    table["optuna_trial"] = table["optuna_trial"].astype("Int64")  # "–" where unknown
+    table["epochs"] = table["epochs"].astype("Int64")
     table = table.rename(columns={p: p.removeprefix("param.") for p in params})
     table["mlflow"] = [run_url(ui_base, exp_id, run_id) for run_id in trials["run_id"]]
     return table.reset_index(drop=True)
+
+
+@st.cache_data(ttl=TRIALS_TTL_S, show_spinner=False)
+def study_trials(search_dir: str, study_name: str) -> list[tuple[int, dict[str, Any]]]:
+    """The Optuna study's trials, (number, params), read from the search's storage folder."""
+    from mixmo_search.search.study import study_trials as read
+
+    return read(search_dir, study_name) if search_dir else []
+
+
+def with_optuna_numbers(trials: pd.DataFrame, search_dir: str, study_name: str) -> pd.DataFrame:
+    """`trials` with `optuna_trial` filled, where the search did not tag it, by matching the
+    drawn values against the Optuna study in `search_dir` (when this machine can read it)."""
+    missing = trials["optuna_trial"].isna()
+    if trials.empty or not missing.any():
+        return trials
+    study = study_trials(search_dir, study_name)
+    if not study:
+        return trials
+    from mixmo_search.search.study import match_trial_numbers
+
+    columns = ["run_id", *[c for c in trials.columns if c.startswith("param.")]]
+    found = match_trial_numbers(trials.loc[missing, columns].to_dict("records"), study)
+    filled = trials["run_id"].map(found).astype(float)
+    return trials.assign(optuna_trial=trials["optuna_trial"].fillna(filled))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def space_params(uri: str, search_id: str) -> dict[str, dict[str, Any]]:
+    """The `params` section of the search's space file ({} when the search stored none)."""
+    space = tracking.search_space(open_store(uri), search_id) or {}
+    params = space.get("params") if isinstance(space, dict) else None
+    return {str(k): v for k, v in params.items() if isinstance(v, dict)} if params else {}
+
+
+def param_scales(
+    trials: pd.DataFrame, params: Sequence[str], declared: Mapping[str, Mapping[str, Any]]
+) -> dict[str, str]:
+    """How to draw each `param.*` column on an axis: "categorical", "log" or "linear".
+
+    Categorical: the space's categorical and fixed params, non-numbers, and ints with at most
+    MAX_CATEGORIES values. Log: the space's loguniform (or `log: true` int) params, and
+    positive numbers spanning LOG_SPAN or more. `declared` is `space_params`' mapping.
+    """
+    scales = {}
+    for column in params:
+        spec = declared.get(column.removeprefix("param."), {})
+        kind, values = spec.get("type"), trials[column].dropna()
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        if kind in ("categorical", "fixed") or not numeric:
+            scales[column] = "categorical"
+        elif kind == "loguniform" or spec.get("log") is True or _spans_decades(values):
+            scales[column] = "log"
+        elif (kind == "int" or pd.api.types.is_integer_dtype(values)) and (
+            values.nunique() <= MAX_CATEGORIES
+        ):
+            scales[column] = "categorical"
+        else:
+            scales[column] = "linear"
+    return scales
+
+
+def axis_categories(
+    trials: pd.DataFrame, scales: Mapping[str, str], declared: Mapping[str, Mapping[str, Any]]
+) -> dict[str, list[Any]]:
+    """The values on each categorical axis, the same on every page and subset of trials: the
+    space's choices (or int range) in its order, else every value the search's trials took."""
+    axes = {}
+    for column, scale in scales.items():
+        if scale != "categorical":
+            continue
+        spec = declared.get(column.removeprefix("param."), {})
+        if spec.get("type") == "categorical" and isinstance(spec.get("choices"), list):
+            axes[column] = list(spec["choices"])
+        elif spec.get("type") == "int" and {"low", "high"} <= spec.keys():
+            axes[column] = list(range(int(spec["low"]), int(spec["high"]) + 1,
+                                      int(spec.get("step", 1))))  # fmt: skip
+        else:
+            axes[column] = categories(trials[column])
+    return axes
+
+
+def _spans_decades(values: pd.Series) -> bool:
+    return len(values) > 0 and values.min() > 0 and values.max() / values.min() >= LOG_SPAN
+
+
+def importance_refusal(
+    trials: pd.DataFrame, params: Sequence[str], target: str, *, include_pruned: bool = False
+) -> str | None:
+    """Why parameter importance for `target` would mislead here, or None when it can be
+    computed: fewer than MIN_IMPORTANCE_TRIALS trials, or no parameter that varies."""
+    pool = importance_pool(trials, target, include_pruned=include_pruned)
+    finished = int((pool["status"] == "finished").sum())
+    which = "finished or stopped-early" if include_pruned else "finished"
+    if len(pool) < MIN_IMPORTANCE_TRIALS:
+        text = (
+            f"Importance needs at least {MIN_IMPORTANCE_TRIALS} {which} trials with {target}; "
+            f"this search has {len(pool)} ({finished} finished). With fewer, the forest that "
+            "scores the parameters fits noise and ranks them by chance."
+        )
+        if not include_pruned and (trials["status"] == "pruned").any():
+            text += (
+                " Include the trials stopped early to score their last epoch's values, or wait "
+                "for more trials to finish."
+            )
+        return text
+    if not any(pool[p].nunique(dropna=True) > 1 for p in params):
+        return f"No searched parameter varies among the {len(pool)} {which} trials."
+    return None
+
+
+def importance_pool(trials: pd.DataFrame, target: str, *, include_pruned: bool) -> pd.DataFrame:
+    """The trials importance is computed over: finished ones with `target`, and the trials
+    stopped early (their last epoch's value) when `include_pruned`."""
+    statuses = ["finished", "pruned"] if include_pruned else ["finished"]
+    if target not in trials:
+        return trials.iloc[:0]
+    return trials[trials["status"].isin(statuses) & trials[target].notna()]
 
 
 @st.cache_data(show_spinner="Computing parameter importances...", max_entries=32)
@@ -219,22 +370,25 @@ def param_importances(
     mode: str,
     *,
     evaluator: str = "fANOVA",
+    include_pruned: bool = False,
+    scales: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Optuna's importance of each varying parameter for `target`, over finished trials.
+    """Optuna's importance of each varying parameter for `target`, over finished trials (and
+    the trials stopped early, at their last epoch, when `include_pruned`).
 
-    The trials are replayed into an in-memory study (distributions inferred from the values).
-    Empty when fewer than 2 finished trials have `target` or no parameter varies.
+    The trials are replayed into an in-memory study, with distributions from `scales`
+    (`param_scales`) and the observed values. Empty when `importance_refusal` refuses.
     """
     import optuna
 
-    finished = trials[(trials["status"] == "finished") & trials[target].notna()]
-    varying = [p for p in params if finished[p].nunique(dropna=True) > 1]
-    if len(finished) < 2 or not varying:
+    if importance_refusal(trials, params, target, include_pruned=include_pruned):
         return pd.DataFrame({"param": [], "importance": []})
+    pool = importance_pool(trials, target, include_pruned=include_pruned)
+    varying = [p for p in params if pool[p].nunique(dropna=True) > 1]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {p: _distribution(finished[p].dropna()) for p in varying}
+    distributions = {p: _distribution(pool[p].dropna(), (scales or {}).get(p)) for p in varying}
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-    for row in finished.to_dict("records"):
+    for row in pool.to_dict("records"):
         values = {p: _plain(row[p]) for p in varying if row[p] == row[p]}
         study.add_trial(
             optuna.trial.create_trial(
@@ -253,20 +407,22 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _distribution(values: pd.Series) -> Any:
-    """The Optuna distribution a parameter's observed values imply."""
+def _distribution(values: pd.Series, scale: str | None = None) -> Any:
+    """The Optuna distribution of a parameter, from its axis scale and observed values."""
     from optuna.distributions import (
         CategoricalDistribution,
         FloatDistribution,
         IntDistribution,
     )
 
-    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
-        return CategoricalDistribution(sorted({_plain(v) for v in values}, key=str))
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if scale == "categorical" or not numeric:
+        return CategoricalDistribution(sorted({_plain(v) for v in values}, key=_category_order))
     low, high = _plain(values.min()), _plain(values.max())
+    log = scale == "log" or (scale is None and _spans_decades(values))
     if pd.api.types.is_integer_dtype(values):
-        return IntDistribution(int(low), int(high))
-    return FloatDistribution(float(low), float(high), log=low > 0 and high / low >= 100)
+        return IntDistribution(int(low), int(high), log=log)
+    return FloatDistribution(float(low), float(high), log=log)
 
 
 def param_differences(trials: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
@@ -317,41 +473,3 @@ def _picked(trials: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
 def histories(uri: str, run_ids: tuple[str, ...], metrics: tuple[str, ...]) -> pd.DataFrame:
     """Per-epoch values (run_id, metric, step, value) of `metrics` for `run_ids`."""
     return tracking.metric_histories(open_store(uri), list(run_ids), list(metrics))
-
-
-@st.cache_resource(show_spinner=False, max_entries=1024)
-def predictions(uri: str, run_id: str, split: str) -> Predictions:
-    """A finished trial's stored predictions (immutable, so cached without expiry)."""
-    return tracking.download_predictions(open_store(uri), run_id, split)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def ensemble(uri: str, run_ids: tuple[str, ...], labels: tuple[str, ...]) -> pd.DataFrame:
-    """Validation and test metrics of each trial alone and of their ensemble (beyond the
-    paper): one row each, labelled by `labels` and "ensemble"."""
-    from mixmo_search.ensembles import evaluate_ensemble
-
-    val = [predictions(uri, run_id, "val") for run_id in run_ids]
-    test = [predictions(uri, run_id, "test") for run_id in run_ids]
-    rows = {
-        label: evaluate_ensemble([v], [t]) for label, v, t in zip(labels, val, test, strict=True)
-    }
-    rows["ensemble"] = evaluate_ensemble(val, test)
-    return pd.DataFrame(rows).T
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def greedy(uri: str, run_ids: tuple[str, ...], k: int, metric: str) -> pd.DataFrame:
-    """Greedy forward selection of a k-trial ensemble on validation (beyond the paper): one
-    row per step with the added run and the ensemble's validation and test metrics."""
-    from mixmo_search.ensembles import evaluate_ensemble, greedy_selection
-
-    val = [predictions(uri, run_id, "val") for run_id in run_ids]
-    path = greedy_selection(val, k=k, metric=metric)
-    rows = []
-    for size in range(1, k + 1):
-        chosen = path.order[:size]
-        test = [predictions(uri, run_ids[i], "test") for i in chosen]
-        scores = evaluate_ensemble([val[i] for i in chosen], test)
-        rows.append({"size": size, "run_id": run_ids[chosen[-1]], **scores})
-    return pd.DataFrame(rows)
