@@ -14,7 +14,7 @@ from app.queries import categories
 
 COLOUR_BY = "param.mixing.block"  # MixMo's mixing block: linear, cut, ...
 SIZE_BY = "param.model.n_members"  # M, the number of subnetworks
-PRUNED_OPACITY = 0.35  # trials stopped early: their metrics are an earlier epoch's
+PRUNED_OPACITY = 0.5  # trials stopped early: their metrics are an earlier epoch's
 
 
 def _short(column: str) -> str:
@@ -55,7 +55,7 @@ def tradeoff_figure(
     )
     for trace in fig.data:
         if str(trace.name).split(", ")[-1] == "pruned":
-            trace.update(opacity=PRUNED_OPACITY, legendgroup="pruned")
+            trace.update(opacity=PRUNED_OPACITY, legendgroup="pruned", marker_line_width=2)
     on_front = shown.set_index("run_id").reindex(list(front)).dropna(subset=[x, y])
     on_front = on_front.sort_values([x, y])
     fig.add_trace(
