@@ -93,8 +93,8 @@ def parallel_figure(
     axes: Mapping[str, Sequence[object]] | None = None,
 ) -> go.Figure:
     """Parallel coordinates: one axis per parameter, the last one `target` (also the colour).
-    `scales` (`queries.param_scales`) puts categorical params on axes of their values (`axes`,
-    from `queries.axis_categories`) and log params on log10 axes labelled in their own units
+    `scales` (`parameters.param_scales`) puts categorical params on axes of their values (`axes`,
+    from `parameters.axis_categories`) and log params on log10 axes labelled in their own units
     (parcoords has no log axis)."""
     shown = trials[trials[target].notna()]
     dimensions = []
@@ -130,7 +130,7 @@ def slice_figure(
     order: Sequence[object] | None = None,
 ) -> go.Figure:
     """`target` against one parameter, a point per trial (symbol: status), on an axis of the
-    parameter's `scale`: its values (in the `order` of `queries.axis_categories`), log or
+    parameter's `scale`: its values (in the `order` of `parameters.axis_categories`), log or
     linear."""
     shown = trials[trials[target].notna() & trials[param].notna()]
     frame = shown.assign(**{_short(param): shown[param]})

@@ -86,6 +86,7 @@ def live_refresh() -> None:
         queries.searches.clear()
         queries.trials.clear()
         queries.histories.clear()
+        queries.study_trials.clear()  # the Optuna numbers of trials started since
         st.rerun()
     st.caption(f"Running: reloads every {REFRESH_S} s")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import charts, queries, state
+from app import charts, parameters, queries, state
 
 search = state.search()
 trials = queries.trials(search.uri, search.experiment_id, search.run_id)
@@ -15,9 +15,9 @@ if trials.empty or not params:
     st.info("This search has no trial with searched parameters yet.")
     st.stop()
 
-declared = queries.space_params(search.uri, search.run_id)
-scales = queries.param_scales(trials, params, declared)
-axes = queries.axis_categories(trials, scales, declared)
+declared = parameters.space_params(search.uri, search.run_id)
+scales = parameters.param_scales(trials, params, declared)
+axes = parameters.axis_categories(trials, scales, declared)
 metrics = queries.metric_columns(trials)
 first = next(iter(search.objectives), "val/acc")
 left, right = st.columns([2, 1])
@@ -47,30 +47,30 @@ if shown[target].notna().any():
     st.caption(
         "Categorical parameters (the space's categorical and fixed ones, and integers with few "
         "values) get an axis of their values; loguniform ones, and positive values spanning "
-        f"{queries.LOG_SPAN:g}x or more, a log axis."
+        f"{parameters.LOG_SPAN:g}x or more, a log axis."
     )
 else:
     st.info(f"No {'' if everyone else 'finished '}trial has {target} yet.")
 
 st.subheader("Parameter importance")
 left, right = st.columns([2, 1])
-evaluator = left.radio("Evaluator", list(queries.EVALUATORS), horizontal=True)
+evaluator = left.radio("Evaluator", list(parameters.EVALUATORS), horizontal=True)
 with_pruned = right.toggle(
     "Include trials stopped early",
     key=f"{search.run_id}-importance-pruned",
     help="score pruned trials on their last epoch's value too: more trials, but values from "
     "earlier epochs than the finished trials', which favours fast starters",
 )
-refusal = queries.importance_refusal(trials, params, target, include_pruned=with_pruned)
+refusal = parameters.importance_refusal(trials, params, target, include_pruned=with_pruned)
 if refusal:
     st.warning(refusal, icon="⚠️")
 else:
     mode = queries.metric_mode(target, search.objectives)
-    importances = queries.param_importances(
+    importances = parameters.param_importances(
         trials, params, target, mode, evaluator=evaluator, include_pruned=with_pruned,
         scales=scales,
     )  # fmt: skip
-    pool = queries.importance_pool(trials, target, include_pruned=with_pruned)
+    pool = parameters.importance_pool(trials, target, include_pruned=with_pruned)
     st.plotly_chart(charts.importance_figure(importances, target))
     finished = int((pool["status"] == "finished").sum())
     caption = (

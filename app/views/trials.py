@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import queries, state
+from app import parameters, queries, state
 
 search = state.search()
 trials = queries.trials(search.uri, search.experiment_id, search.run_id)
@@ -21,7 +21,8 @@ for column, (label, value) in zip(
     column.metric(label, int(value))
 
 params = queries.searched_params(trials)
-scales = queries.param_scales(trials, params, queries.space_params(search.uri, search.run_id))
+declared = parameters.space_params(search.uri, search.run_id)
+scales = parameters.param_scales(trials, params, declared)
 present = [s for s in queries.STATUSES if s in counts]
 with st.expander("Filters", expanded=True):
     statuses = st.multiselect("Status", present, default=present, key=f"{search.run_id}-status")

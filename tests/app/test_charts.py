@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from app import charts, ensembles, queries
+from app import charts, ensembles, parameters, queries
 from mixmo_search import tracking
 
 OBJECTIVES = ["val/acc", "val/disagreement"]
@@ -71,7 +71,8 @@ def test_parallel_coordinates_have_an_axis_per_param_and_the_objective(trials):
 
 def test_importance_bars(trials):
     params = queries.searched_params(trials)
-    scores = queries.param_importances(trials.assign(status="finished"), params, "val/acc", "max")
+    everyone = trials.assign(status="finished")
+    scores = parameters.param_importances(everyone, params, "val/acc", "max")
     figure = charts.importance_figure(scores, "val/acc")
     assert sorted(figure.data[0].y) == sorted(p.removeprefix("param.") for p in scores["param"])
 
@@ -114,14 +115,14 @@ def test_trials_stopped_early_are_faded(trials):
 
 @pytest.fixture(scope="module")
 def scales(search_store, trials):
-    declared = queries.space_params(search_store.uri, search_store.parent_run_id)
-    return queries.param_scales(trials, queries.searched_params(trials), declared)
+    declared = parameters.space_params(search_store.uri, search_store.parent_run_id)
+    return parameters.param_scales(trials, queries.searched_params(trials), declared)
 
 
 def test_parallel_axes_show_categories_and_log_scales(search_store, trials, scales):
     params = queries.searched_params(trials)
-    declared = queries.space_params(search_store.uri, search_store.parent_run_id)
-    order = queries.axis_categories(trials, scales, declared)
+    declared = parameters.space_params(search_store.uri, search_store.parent_run_id)
+    order = parameters.axis_categories(trials, scales, declared)
     assert order == {"param.mixing.block": ["cut", "linear"], "param.model.n_members": [2, 3]}
     only_m2 = trials[trials["param.model.n_members"] == 2]  # the axis still shows M = 3
     (parcoords,) = charts.parallel_figure(only_m2, params, "val/acc", scales, order).data

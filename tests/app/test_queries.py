@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import ensembles, queries
+from app import ensembles, parameters, queries
 from mixmo_search import tracking
 from mixmo_search.ensembles import ensemble_cost, evaluate_ensemble
 from mixmo_search.search.pareto import pareto_front
@@ -126,32 +126,32 @@ def test_trials_table_links_each_run(raw, trials):
 def test_importance_is_refused_below_the_minimum_and_ranks_the_params(search_store, trials):
     params = queries.searched_params(trials)
     too_few = trials.assign(status=["finished"] * 4 + ["pruned"] * (len(trials) - 4))
-    refusal = queries.importance_refusal(too_few, params, "val/acc")
+    refusal = parameters.importance_refusal(too_few, params, "val/acc")
     assert "at least 5 finished trials with val/acc; this search has 4" in refusal
     assert "Include the trials stopped early" in refusal
-    assert queries.param_importances(too_few, params, "val/acc", "max").empty
+    assert parameters.param_importances(too_few, params, "val/acc", "max").empty
     # the user's choice: the trials stopped early enter with their last epoch's value
-    assert queries.importance_refusal(too_few, params, "val/acc", include_pruned=True) is None
-    declared = queries.space_params(search_store.uri, search_store.parent_run_id)
-    scales = queries.param_scales(trials, params, declared)
-    for evaluator in queries.EVALUATORS:
-        scores = queries.param_importances(
+    assert parameters.importance_refusal(too_few, params, "val/acc", include_pruned=True) is None
+    declared = parameters.space_params(search_store.uri, search_store.parent_run_id)
+    scales = parameters.param_scales(trials, params, declared)
+    for evaluator in parameters.EVALUATORS:
+        scores = parameters.param_importances(
             too_few, params, "val/acc", "max", evaluator=evaluator, include_pruned=True,
             scales=scales,
         )  # fmt: skip
         assert set(scores["param"]) <= set(params) and len(scores) > 0
         assert scores["importance"].sum() == pytest.approx(1.0)
     constant = too_few.assign(**{p: too_few[p].iloc[0] for p in params})
-    assert "No searched parameter varies" in queries.importance_refusal(
+    assert "No searched parameter varies" in parameters.importance_refusal(
         constant, params, "val/acc", include_pruned=True
     )
 
 
 def test_param_scales_follow_the_space(search_store, trials):
     """pareto_small.yaml: p uniform, block categorical, M an int of 2 values, lr loguniform."""
-    declared = queries.space_params(search_store.uri, search_store.parent_run_id)
+    declared = parameters.space_params(search_store.uri, search_store.parent_run_id)
     assert declared["optim.lr"]["type"] == "loguniform"
-    scales = queries.param_scales(trials, queries.searched_params(trials), declared)
+    scales = parameters.param_scales(trials, queries.searched_params(trials), declared)
     assert scales == {
         "param.mixing.block": "categorical",
         "param.mixing.p": "linear",
@@ -159,11 +159,11 @@ def test_param_scales_follow_the_space(search_store, trials):
         "param.optim.lr": "log",
     }
     # without a space file: from the values alone (lr spans less than 2 decades here)
-    guessed = queries.param_scales(trials, queries.searched_params(trials), {})
+    guessed = parameters.param_scales(trials, queries.searched_params(trials), {})
     assert guessed["param.model.n_members"] == "categorical"
     assert guessed["param.mixing.block"] == "categorical"
     wide = trials.assign(**{"param.optim.lr": [10.0**-k for k in range(len(trials))]})
-    assert queries.param_scales(wide, ["param.optim.lr"], {})["param.optim.lr"] == "log"
+    assert parameters.param_scales(wide, ["param.optim.lr"], {})["param.optim.lr"] == "log"
     assert queries.filter_options(trials, "param.model.n_members", "categorical") == [2, 3]
 
 
