@@ -256,7 +256,8 @@ def with_optuna_numbers(trials: pd.DataFrame, search_dir: str, study_name: str) 
         return trials
     from mixmo_search.search.study import match_trial_numbers
 
-    columns = ["run_id", *[c for c in trials.columns if c.startswith("param.")]]
+    drawn = {f"param.{key}" for _, params in study for key in params}
+    columns = [c for c in trials.columns if c in {"run_id", "param.searched", *drawn}]
     found = match_trial_numbers(trials.loc[missing, columns].to_dict("records"), study)
     filled = trials["run_id"].map(found).astype(float)
     return trials.assign(optuna_trial=trials["optuna_trial"].fillna(filled))
