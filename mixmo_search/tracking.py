@@ -209,8 +209,7 @@ def load_trials(client: MlflowClient, exp_id: str, parent_id: str) -> pd.DataFra
 
 def _trial_row(run_id: str, name: str, mlflow_status: str, start_ms: int,
                tags: dict[str, str]) -> dict[str, Any]:  # fmt: skip
-    import pandas as pd
-
+    """The first columns of a trial's row (start time still in ms: converted per column)."""
     optuna_trial = tags.get(OPTUNA_TRIAL, "")
     return {
         "run_id": run_id,
@@ -218,7 +217,7 @@ def _trial_row(run_id: str, name: str, mlflow_status: str, start_ms: int,
         "status": tags.get(STATUS, mlflow_status.lower()),
         "error": tags.get(ERROR, ""),
         "pareto": tags.get(PARETO) == "true",
-        "start_time": pd.to_datetime(start_ms, unit="ms"),
+        "start_time": start_ms,
         "optuna_trial": float(optuna_trial) if optuna_trial.isdigit() else math.nan,
     }
 
@@ -238,7 +237,10 @@ def _load_trials_api(client: MlflowClient, exp_id: str, parent_id: str) -> pd.Da
         row.update({f"param.{k}": _parse(v) for k, v in r.data.params.items()})
         row.update(r.data.metrics)
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["start_time"] = pd.to_datetime(frame["start_time"], unit="ms")
+    return frame
 
 
 # The trial runs of one search: the same filter as `_load_trials_api`'s search_runs query.
@@ -255,7 +257,7 @@ WITH trial_runs AS (
 
 def _load_trials_sql(uri: str, exp_id: str, parent_id: str) -> pd.DataFrame:
     """`_load_trials_api`'s frame, read from MLflow's tables (runs, tags, params,
-    latest_metrics) in three queries instead of one object per run."""
+    latest_metrics) in five queries instead of one object per run."""
     import pandas as pd
     from sqlalchemy import bindparam, text
 
@@ -273,9 +275,20 @@ def _load_trials_sql(uri: str, exp_id: str, parent_id: str) -> pd.DataFrame:
             .bindparams(bindparam("tag_keys", expanding=True)),
             db, params={**args, "tag_keys": tag_keys},
         )  # fmt: skip
+        # most params (the base config) are the same in every trial: read each such value
+        # once, and only the varying ones row by row
+        keys = pd.read_sql(
+            text(_TRIAL_RUNS + "SELECT p.key, COUNT(DISTINCT p.value) AS n_values, "
+                 "COUNT(*) AS n_runs, MIN(p.value) AS value FROM params p "
+                 "JOIN trial_runs USING (run_uuid) GROUP BY p.key"), db, params=args,
+        )  # fmt: skip
+        constant = keys[(keys["n_values"] == 1) & (keys["n_runs"] == len(runs))]
+        varying = keys.loc[~keys.index.isin(constant.index), "key"].tolist()
         params = pd.read_sql(
             text(_TRIAL_RUNS + "SELECT p.run_uuid, p.key, p.value FROM params p "
-                 "JOIN trial_runs USING (run_uuid)"), db, params=args,
+                 "JOIN trial_runs USING (run_uuid) WHERE p.key IN :keys")
+            .bindparams(bindparam("keys", expanding=True)),
+            db, params={**args, "keys": varying or [""]},
         )  # fmt: skip
         metrics = pd.read_sql(
             text(_TRIAL_RUNS + "SELECT m.run_uuid, m.key, m.value, m.step, m.is_nan "
@@ -292,10 +305,12 @@ def _load_trials_sql(uri: str, exp_id: str, parent_id: str) -> pd.DataFrame:
             for run_id, name, status, start in runs.itertuples(index=False)
         ]
     )
+    base["start_time"] = pd.to_datetime(base["start_time"], unit="ms")
     order = pd.Index(runs["run_uuid"])
     epochs = metrics.groupby("run_uuid")["step"].max().reindex(order).astype(float)
     base["epochs"] = epochs.to_numpy()
     wide_params = params.pivot(index="run_uuid", columns="key", values="value").reindex(order)
+    wide_params = wide_params.assign(**dict(zip(constant["key"], constant["value"], strict=True)))
     wide_params = wide_params.apply(_parse_column).add_prefix("param.")
     metrics["value"] = metrics["value"].where(~metrics["is_nan"].astype(bool), math.nan)
     wide_metrics = metrics.pivot(index="run_uuid", columns="key", values="value").reindex(order)
@@ -399,8 +414,8 @@ def _parse_column(values: pd.Series) -> pd.Series:
     """`_parse` for a whole column of param strings; missing values stay missing."""
     import pandas as pd
 
-    present = values.dropna()
-    numbers = pd.to_numeric(present, errors="coerce")
-    if numbers.notna().all():  # every value a number: one vectorised cast
-        return pd.to_numeric(values)
-    return values.map(_parse, na_action="ignore")
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().sum() == values.notna().sum():  # every value a number: one cast
+        return numbers
+    parsed = {value: _parse(value) for value in values.dropna().unique()}  # a few distinct
+    return values.map(parsed)
