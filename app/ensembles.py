@@ -125,6 +125,8 @@ def deep_ensembles(
     """For each k in `sizes` (at most len(ranked)): the ensemble of the first k `ranked` trials
     (named `labels`, with `costs` in the order of COSTS), its validation and test metrics and
     its summed inference cost (`mixmo_search.ensembles.ensemble_cost`)."""
+    if len(ranked) < min(sizes):  # no baseline: spare the torch import of the evaluation
+        return pd.DataFrame(columns=["k", "members", *COSTS])
     from mixmo_search.ensembles import ensemble_cost, evaluate_ensemble
 
     rows = []
