@@ -25,5 +25,7 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/train_throughput.py
 
+# make dashboard PORT=8502: the dashboard on http://127.0.0.1:PORT (loopback only)
+PORT ?= 8501
 dashboard: $(VENV)/.installed
-	$(VENV)/bin/streamlit run app/dashboard.py --server.address 127.0.0.1
+	$(VENV)/bin/streamlit run app/dashboard.py --server.address 127.0.0.1 --server.port $(PORT)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from app.queries import categories
+
 COLOUR_BY = "param.mixing.block"  # MixMo's mixing block: linear, cut, ...
 SIZE_BY = "param.model.n_members"  # M, the number of subnetworks
+PRUNED_OPACITY = 0.5  # trials stopped early: their metrics are an earlier epoch's
 
 
 def _short(column: str) -> str:
@@ -25,9 +30,10 @@ def tradeoff_figure(
     front: Sequence[str] = (),
     selected: Sequence[str] = (),
 ) -> go.Figure:
-    """Trials as points (colour: mixing block, size: M, symbol: status), the Pareto front
-    `front` (run ids) as a line and the `selected` run ids ringed. Each point's customdata
-    holds its run id, so a chart selection maps back to trials."""
+    """Trials as points (colour: mixing block, size: M, symbol: status; trials stopped early
+    faded, as their metrics are an earlier epoch's), the Pareto front `front` (run ids) as a
+    line and the `selected` run ids ringed. Each point's customdata holds its run id, so a
+    chart selection maps back to trials."""
     shown = trials[trials[x].notna() & trials[y].notna()]
     hover = list(dict.fromkeys([*params, *[c for c in (COLOUR_BY, SIZE_BY) if c in shown]]))
     frame = shown.rename(columns={c: _short(c) for c in hover})
@@ -44,9 +50,12 @@ def tradeoff_figure(
         symbol="status",
         symbol_map={"finished": "circle", "pruned": "circle-open", "running": "diamond-open"},
         hover_name="trial_id",
-        hover_data={**{_short(c): True for c in hover}, "status": True},
+        hover_data={**{_short(c): True for c in hover}, "status": True, "epochs": True},
         custom_data=["run_id"],
     )
+    for trace in fig.data:
+        if str(trace.name).split(", ")[-1] == "pruned":
+            trace.update(opacity=PRUNED_OPACITY, legendgroup="pruned", marker_line_width=2)
     on_front = shown.set_index("run_id").reindex(list(front)).dropna(subset=[x, y])
     on_front = on_front.sort_values([x, y])
     fig.add_trace(
@@ -76,29 +85,87 @@ def tradeoff_figure(
     return fig
 
 
-def parallel_figure(trials: pd.DataFrame, params: Sequence[str], target: str) -> go.Figure:
-    """Parallel coordinates: one axis per parameter, the last one `target` (also the colour)."""
+def parallel_figure(
+    trials: pd.DataFrame,
+    params: Sequence[str],
+    target: str,
+    scales: Mapping[str, str] | None = None,
+    axes: Mapping[str, Sequence[object]] | None = None,
+) -> go.Figure:
+    """Parallel coordinates: one axis per parameter, the last one `target` (also the colour).
+    `scales` (`parameters.param_scales`) puts categorical params on axes of their values (`axes`,
+    from `parameters.axis_categories`) and log params on log10 axes labelled in their own units
+    (parcoords has no log axis)."""
     shown = trials[trials[target].notna()]
     dimensions = []
     for column in [*params, target]:
-        values = shown[column]
-        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-            dimensions.append({"label": _short(column), "values": values})
-        else:
-            labels = sorted(values.dropna().astype(str).unique())
-            codes = values.astype(str).map({v: i for i, v in enumerate(labels)})
+        values, scale = shown[column], (scales or {}).get(column)
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        if scale == "categorical" or not numeric:
+            labels = list((axes or {}).get(column) or categories(values))
+            codes = values.map({v: i for i, v in enumerate(labels)})
             dimensions.append(
-                {
-                    "label": _short(column),
-                    "values": codes,
-                    "tickvals": list(range(len(labels))),
-                    "ticktext": labels,
-                }
-            )
+                {"label": _short(column), "values": codes, "tickvals": list(range(len(labels))),
+                 "ticktext": [_tick(v) for v in labels], "range": [0, max(len(labels) - 1, 1)]}
+            )  # fmt: skip
+        elif scale == "log":
+            ticks = _log_ticks(float(values.min()), float(values.max()))
+            dimensions.append(
+                {"label": _short(column), "values": np.log10(values),
+                 "tickvals": np.log10(ticks).tolist(), "ticktext": [_tick(t) for t in ticks]}
+            )  # fmt: skip
+        else:
+            dimensions.append({"label": _short(column), "values": values})
     line = {"color": shown[target], "colorscale": "Viridis", "showscale": True}
     fig = go.Figure(go.Parcoords(dimensions=dimensions, line=line))
     fig.update_layout(margin={"l": 60, "r": 60, "t": 50})
     return fig
+
+
+def slice_figure(
+    trials: pd.DataFrame,
+    param: str,
+    target: str,
+    scale: str,
+    order: Sequence[object] | None = None,
+) -> go.Figure:
+    """`target` against one parameter, a point per trial (symbol: status), on an axis of the
+    parameter's `scale`: its values (in the `order` of `parameters.axis_categories`), log or
+    linear."""
+    shown = trials[trials[target].notna() & trials[param].notna()]
+    frame = shown.assign(**{_short(param): shown[param]})
+    if scale == "categorical":
+        labels = [_tick(v) for v in (order or categories(shown[param]))]
+        frame[_short(param)] = shown[param].map(_tick)
+    fig = px.scatter(
+        frame, x=_short(param), y=target, symbol="status", hover_name="trial_id",
+        symbol_map={"finished": "circle", "pruned": "circle-open", "running": "diamond-open"},
+        hover_data={"epochs": True}, custom_data=["run_id"],
+    )  # fmt: skip
+    if scale == "categorical":
+        fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
+    elif scale == "log":
+        fig.update_xaxes(type="log")
+    for trace in fig.data:
+        if trace.name == "pruned":
+            trace.update(opacity=PRUNED_OPACITY)
+    fig.update_layout(legend_title_text="", margin={"t": 30})
+    return fig
+
+
+def _tick(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _log_ticks(low: float, high: float) -> list[float]:
+    """1-2-5 ticks of each decade between `low` and `high`, ends included."""
+    ticks = [
+        m * 10.0**e
+        for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+        for m in (1, 2, 5)
+    ]
+    inside = [t for t in ticks if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)]
+    return sorted({low, *inside, high}) if len(inside) < 2 else inside
 
 
 def importance_figure(importances: pd.DataFrame, target: str) -> go.Figure:
@@ -149,4 +216,58 @@ def greedy_figure(path: pd.DataFrame, metric: str) -> go.Figure:
         margin={"t": 30},
     )
     fig.update_xaxes(dtick=1)
+    return fig
+
+
+def cost_figure(
+    trials: pd.DataFrame,
+    ensembles: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    x_title: str,
+    selected: Sequence[str] = (),
+) -> go.Figure:
+    """Accuracy (or NLL) `y` against inference cost `x` on a log axis: a point per trial,
+    MixMo trials (M >= 2) coloured by M and vanilla ones (M = 1) in grey, and the deep
+    ensembles of vanilla trials (`ensembles`, from `app.ensembles.deep_ensembles`) as a line
+    labelled by their size k. Trial points carry their run id as customdata."""
+    fig = go.Figure()
+    members = trials.get(SIZE_BY, pd.Series(1, index=trials.index))
+    palette = iter(px.colors.qualitative.D3)
+    for n_members, group in trials.groupby(members, sort=True):
+        vanilla = n_members == 1
+        fig.add_trace(
+            go.Scatter(
+                x=group[x], y=group[y], mode="markers",
+                name="vanilla (M=1)" if vanilla else f"MixMo M={n_members}",
+                marker={"size": 10 if vanilla else 12, "symbol": "circle",
+                        "color": "#7f7f7f" if vanilla else next(palette)},
+                customdata=group[["run_id"]].to_numpy(), text=group["trial_id"],
+                hovertemplate=f"%{{text}}<br>{x} %{{x:.4g}}<br>{y} %{{y:.4f}}<extra></extra>",
+            )
+        )  # fmt: skip
+    if not ensembles.empty:
+        fig.add_trace(
+            go.Scatter(
+                x=ensembles[x], y=ensembles[y], mode="lines+markers+text",
+                name="deep ensemble of k vanilla trials",
+                text=[f"k={k}" for k in ensembles["k"]], textposition="top center",
+                line={"color": "black", "dash": "dot"},
+                marker={"symbol": "diamond", "size": 11, "color": "black"},
+                hovertext=ensembles["members"],
+                hovertemplate=f"%{{text}}: %{{hovertext}}<br>{x} %{{x:.4g}}<br>{y} %{{y:.4f}}"
+                "<extra></extra>",
+            )
+        )  # fmt: skip
+    ringed = trials[trials["run_id"].isin(list(selected))]
+    fig.add_trace(
+        go.Scatter(
+            x=ringed[x], y=ringed[y], mode="markers", name="selected", hoverinfo="skip",
+            marker={"size": 24, "symbol": "circle-open", "color": "crimson", "line": {"width": 2}},
+            customdata=ringed[["run_id"]].to_numpy(),
+        )
+    )  # fmt: skip
+    fig.update_xaxes(type="log", title=x_title)
+    fig.update_layout(yaxis_title=y, legend_title_text="", margin={"t": 30})
     return fig

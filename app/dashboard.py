@@ -75,6 +75,7 @@ def pick_search(picker: DeltaGenerator) -> state.Search | None:
         status=row["status"],
         objectives=queries.objectives(row["objectives"]),
         ui_base=ui_base,
+        storage=str(row.get("storage") or ""),
     )
 
 
@@ -112,6 +113,7 @@ page = st.navigation(
         st.Page(
             "views/tradeoff.py", title="Accuracy vs diversity", icon=":material/scatter_plot:"
         ),
+        st.Page("views/cost.py", title="Accuracy vs cost", icon=":material/speed:"),
         st.Page("views/parameters.py", title="Parameters", icon=":material/tune:"),
         st.Page("views/compare.py", title="Compare trials", icon=":material/compare_arrows:"),
         st.Page("views/ensembles.py", title="Ensembles", icon=":material/join:"),

@@ -1,9 +1,10 @@
 """The dashboard's data: cached loaders and the frames the pages show (compute, then render).
 
 Loaders take plain values (URI, ids) so Streamlit can cache them and read the store through
-`mixmo_search.tracking` only. A first render costs one `search_runs` call for the searches
-and one for the chosen search's trials; metric histories and stored predictions load on
-demand, for the trials a page shows. The other functions are pure, on the trials frame.
+`mixmo_search.tracking` only. A first render costs one `search_runs` call for the searches,
+one read of the chosen search's trials (SQL on SQLite and PostgreSQL stores) and its space
+file; metric histories and stored predictions load on demand, for the trials a page shows.
+The other functions are pure, on the trials frame.
 """
 
 from __future__ import annotations
@@ -24,21 +25,17 @@ from mixmo_search.search.pareto import pareto_front
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from mixmo_search.predictions import Predictions
-
 SEARCHES_TTL_S = 30  # a new search shows up in the picker within this time
 TRIALS_TTL_S = 120  # a running search clears this cache itself on every refresh
 HISTORY_TTL_S = 60  # learning curves of running trials grow by one epoch at a time
-BASE_COLUMNS = ("run_id", "trial_id", "status", "error", "pareto", "start_time", "has_final")
+BASE_COLUMNS = ("run_id", "trial_id", "optuna_trial", "status", "epochs", "error", "pareto",
+                "start_time", "has_final")  # fmt: skip
 STATUSES = ("finished", "pruned", "running", "failed", "interrupted")
 KEY_METRICS = ("val/acc", "val/nll", "val/ece", "val/disagreement", "test/acc", "test/nll")
 # Metric names ending with one of these are better when larger; all others when smaller.
-_MAXIMISED = ("acc", "top5", "disagreement", "ratio_error", "member_acc_mean", "slots_per_s")
+_MAXIMISED = ("acc", "top5", "disagreement", "ratio_error", "member_acc_mean", "slots_per_s",
+              "images_per_s")  # fmt: skip
 _SPLIT_ORDER = {"val": 0, "test": 1, "train": 2}
-EVALUATORS = {
-    "fANOVA": "FanovaImportanceEvaluator",
-    "mean decrease impurity": "MeanDecreaseImpurityImportanceEvaluator",
-}
 
 
 def open_store(uri: str) -> MlflowClient:
@@ -135,8 +132,12 @@ def metric_columns(trials: pd.DataFrame) -> list[str]:
 
 
 def epoch_metrics(trials: pd.DataFrame) -> list[str]:
-    """Metrics logged every epoch: all but the final-only test metrics and best epoch."""
-    return [m for m in metric_columns(trials) if not m.startswith("test/") and m != "best_epoch"]
+    """Metrics logged every epoch: all but the final-only test and cost metrics and best epoch."""
+    return [
+        m
+        for m in metric_columns(trials)
+        if not m.startswith(("test/", "cost/")) and m != "best_epoch"
+    ]
 
 
 def metric_mode(name: str, search_objectives: Mapping[str, str]) -> str:
@@ -161,13 +162,26 @@ def front_run_ids(trials: pd.DataFrame, metrics: Sequence[str], modes: Sequence[
     return finished["run_id"].iloc[pareto_front(rows, metrics, modes)].tolist()
 
 
-def filter_options(trials: pd.DataFrame, column: str) -> list[Any] | tuple[float, float]:
+def filter_options(
+    trials: pd.DataFrame, column: str, scale: str = "linear"
+) -> list[Any] | tuple[float, float]:
     """What to offer as a filter: the (low, high) range of a float column, else the distinct
-    values (categories, booleans, integers such as M)."""
+    values (categories, booleans, integers such as M, and floats drawn from a list)."""
     values = trials[column].dropna()
-    if pd.api.types.is_float_dtype(values) and values.nunique() > 1:
+    if scale != "categorical" and pd.api.types.is_float_dtype(values) and values.nunique() > 1:
         return float(values.min()), float(values.max())
-    return sorted(values.unique().tolist(), key=str)
+    return categories(values)
+
+
+def categories(values: pd.Series) -> list[Any]:
+    """The distinct values in axis order: numbers by value (1, 2, 4, inf), others by text."""
+    return sorted(values.dropna().unique().tolist(), key=_category_order)
+
+
+def _category_order(value: Any) -> tuple[int, Any]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return 0, value
+    return 1, str(value)
 
 
 def filter_trials(
@@ -192,6 +206,14 @@ def run_url(ui_base: str, exp_id: str, run_id: str) -> str:
     return f"{ui_base.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
 
 
+def by_objective(trials: pd.DataFrame, metric: str | None, mode: str) -> pd.DataFrame:
+    """The trials sorted on `metric`, best first in its direction (`mode`), missing values
+    last; unchanged when there is no such column."""
+    if metric is None or metric not in trials:
+        return trials
+    return trials.sort_values(metric, ascending=mode == "min", na_position="last", kind="stable")
+
+
 def trials_table(
     trials: pd.DataFrame,
     *,
@@ -200,73 +222,19 @@ def trials_table(
     exp_id: str,
     ui_base: str,
 ) -> pd.DataFrame:
-    """The trials table: id, status, Pareto flag, params (short names), metrics, start time,
-    the failure reason when a trial failed, and the trial's MLflow link."""
-    columns = ["trial_id", "status", "pareto", *params, *metrics, "start_time"]
+    """The trials table, in the order of `trials`: Ray trial id and Optuna trial number, status,
+    epochs run, Pareto flag, params (short names), metrics, start time, the failure reason when
+    a trial failed, and the trial's MLflow link."""
+    columns = ["trial_id", "optuna_trial", "status", "epochs", "pareto", *params, *metrics,
+               "start_time"]  # fmt: skip
     if trials["error"].fillna("").astype(bool).any():
         columns.append("error")
     table = trials.reindex(columns=columns)
+    table["optuna_trial"] = table["optuna_trial"].astype("Int64")  # "–" where unknown
+    table["epochs"] = table["epochs"].astype("Int64")
     table = table.rename(columns={p: p.removeprefix("param.") for p in params})
     table["mlflow"] = [run_url(ui_base, exp_id, run_id) for run_id in trials["run_id"]]
     return table.reset_index(drop=True)
-
-
-@st.cache_data(show_spinner="Computing parameter importances...", max_entries=32)
-def param_importances(
-    trials: pd.DataFrame,
-    params: Sequence[str],
-    target: str,
-    mode: str,
-    *,
-    evaluator: str = "fANOVA",
-) -> pd.DataFrame:
-    """Optuna's importance of each varying parameter for `target`, over finished trials.
-
-    The trials are replayed into an in-memory study (distributions inferred from the values).
-    Empty when fewer than 2 finished trials have `target` or no parameter varies.
-    """
-    import optuna
-
-    finished = trials[(trials["status"] == "finished") & trials[target].notna()]
-    varying = [p for p in params if finished[p].nunique(dropna=True) > 1]
-    if len(finished) < 2 or not varying:
-        return pd.DataFrame({"param": [], "importance": []})
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {p: _distribution(finished[p].dropna()) for p in varying}
-    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-    for row in finished.to_dict("records"):
-        values = {p: _plain(row[p]) for p in varying if row[p] == row[p]}
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=values,
-                distributions={p: distributions[p] for p in values},
-                value=float(row[target]),
-            )
-        )
-    scorer = getattr(optuna.importance, EVALUATORS[evaluator])(seed=0)
-    scores = optuna.importance.get_param_importances(study, evaluator=scorer)
-    return pd.DataFrame({"param": list(scores), "importance": list(scores.values())})
-
-
-def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python value Optuna distributions accept."""
-    return value.item() if hasattr(value, "item") else value
-
-
-def _distribution(values: pd.Series) -> Any:
-    """The Optuna distribution a parameter's observed values imply."""
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
-    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
-        return CategoricalDistribution(sorted({_plain(v) for v in values}, key=str))
-    low, high = _plain(values.min()), _plain(values.max())
-    if pd.api.types.is_integer_dtype(values):
-        return IntDistribution(int(low), int(high))
-    return FloatDistribution(float(low), float(high), log=low > 0 and high / low >= 100)
 
 
 def param_differences(trials: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
@@ -317,41 +285,3 @@ def _picked(trials: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
 def histories(uri: str, run_ids: tuple[str, ...], metrics: tuple[str, ...]) -> pd.DataFrame:
     """Per-epoch values (run_id, metric, step, value) of `metrics` for `run_ids`."""
     return tracking.metric_histories(open_store(uri), list(run_ids), list(metrics))
-
-
-@st.cache_resource(show_spinner=False, max_entries=1024)
-def predictions(uri: str, run_id: str, split: str) -> Predictions:
-    """A finished trial's stored predictions (immutable, so cached without expiry)."""
-    return tracking.download_predictions(open_store(uri), run_id, split)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def ensemble(uri: str, run_ids: tuple[str, ...], labels: tuple[str, ...]) -> pd.DataFrame:
-    """Validation and test metrics of each trial alone and of their ensemble (beyond the
-    paper): one row each, labelled by `labels` and "ensemble"."""
-    from mixmo_search.ensembles import evaluate_ensemble
-
-    val = [predictions(uri, run_id, "val") for run_id in run_ids]
-    test = [predictions(uri, run_id, "test") for run_id in run_ids]
-    rows = {
-        label: evaluate_ensemble([v], [t]) for label, v, t in zip(labels, val, test, strict=True)
-    }
-    rows["ensemble"] = evaluate_ensemble(val, test)
-    return pd.DataFrame(rows).T
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def greedy(uri: str, run_ids: tuple[str, ...], k: int, metric: str) -> pd.DataFrame:
-    """Greedy forward selection of a k-trial ensemble on validation (beyond the paper): one
-    row per step with the added run and the ensemble's validation and test metrics."""
-    from mixmo_search.ensembles import evaluate_ensemble, greedy_selection
-
-    val = [predictions(uri, run_id, "val") for run_id in run_ids]
-    path = greedy_selection(val, k=k, metric=metric)
-    rows = []
-    for size in range(1, k + 1):
-        chosen = path.order[:size]
-        test = [predictions(uri, run_ids[i], "test") for i in chosen]
-        scores = evaluate_ensemble([val[i] for i in chosen], test)
-        rows.append({"size": size, "run_id": run_ids[chosen[-1]], **scores})
-    return pd.DataFrame(rows)

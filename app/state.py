@@ -26,6 +26,7 @@ class Search:
     status: str  # the parent run's MLflow status: RUNNING, FINISHED, KILLED, FAILED
     objectives: dict[str, str] = field(default_factory=dict)  # {metric: mode}, search order
     ui_base: str = "http://127.0.0.1:5000"
+    storage: str = ""  # the search's Tune storage folder (tag mixmo.storage), with optuna.db
 
 
 def set_search(search: Search) -> None:

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from torch import Tensor
 
 from mixmo_search import checkpoint, files
 from mixmo_search.config import TrainConfig, list_presets, load_config, resolve_config
+from mixmo_search.cost import inference_cost
 from mixmo_search.data import Normalizer, augmented, epoch_indices
 from mixmo_search.datasets import Dataset, load_dataset
 from mixmo_search.errors import ConfigError, TrainingDiverged, exit_on_user_error
@@ -291,6 +293,12 @@ def _evaluate_best(
         save_predictions(
             out_dir / "predictions" / f"{split}.npz", logits, part.labels, split=split
         )
+    # inference cost (cost/*) of the test-time pass, on one evaluation batch of this device
+    forward = partial(
+        member_logits, model, normalize=normalize, batch_size=cfg.run.eval_batch_size,
+        precision=cfg.run.precision,
+    )  # fmt: skip
+    final.update(inference_cost(model, forward, ds.test.images[: cfg.run.eval_batch_size]))
     return final
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import charts, queries, state
+from app import charts, ensembles, queries, state
 from mixmo_search import tracking
 from mixmo_search.ensembles import GREEDY_METRICS
 
@@ -18,6 +18,7 @@ SHOWN = (
     "test/nll_ts",
     "test/ece",
 )
+MAX_SIZE = 10  # default limit of greedy selection; it usually stops earlier
 
 search = state.search()
 trials = queries.trials(search.uri, search.experiment_id, search.run_id)
@@ -47,18 +48,21 @@ if len(picked) < len(selected):
 try:
     if picked:
         labels = tuple(names[r] for r in picked)
-        table = queries.ensemble(search.uri, tuple(picked), labels)
+        table = ensembles.ensemble(search.uri, tuple(picked), labels)
         whole = table.loc["ensemble"]
         best = table.drop(index="ensemble")
         cells = st.columns(4)
-        gain = whole["val/acc"] - best["val/acc"].max()
-        cells[0].metric("val accuracy", f"{whole['val/acc']:.4f}", f"{gain:+.4f} vs best trial")
-        gain = whole["val/nll"] - best["val/nll"].min()
+        cells[0].metric(
+            "val accuracy",
+            f"{whole['val/acc']:.4f}",
+            **ensembles.delta(whole["val/acc"], best["val/acc"].max(), "max"),
+            delta_description="vs best trial",
+        )
         cells[1].metric(
             "val NLL",
             f"{whole['val/nll']:.4f}",
-            f"{gain:+.4f} vs best trial",
-            delta_color="inverse",
+            **ensembles.delta(whole["val/nll"], best["val/nll"].min(), "min"),
+            delta_description="vs best trial",
         )
         cells[2].metric("disagreement between trials", f"{whole['val/disagreement']:.4f}")
         cells[3].metric("ratio-error between trials", f"{whole['val/ratio_error']:.4f}")
@@ -69,17 +73,36 @@ try:
             "in *Trials*, or names under *Selected trials* in the sidebar."
         )
 
-    st.subheader("Greedy selection of a k-trial ensemble")
+    st.subheader("Greedy selection of an ensemble")
     pool = list(names)
     if len(pool) < 2:
         st.info(f"Greedy selection needs at least 2 finished trials; this search has {len(pool)}.")
         st.stop()
     left, right = st.columns(2)
-    k = left.number_input("k", 1, len(pool), min(3, len(pool)), key=f"{search.run_id}-k")
+    max_size = left.number_input(
+        "At most this many members",
+        1,
+        100,
+        MAX_SIZE,
+        key=f"{search.run_id}-max-size",
+        help="a trial may be added more than once, which weights its vote",
+    )
     metric = right.radio("Optimise on validation", list(GREEDY_METRICS), horizontal=True)
+    st.caption(
+        "Caruana et al. (2004): start from the best trial on validation, then add, with "
+        "replacement, the trial that most improves the validation metric; stop when no "
+        "addition improves it."
+    )
     if st.toggle(f"Run it over all {len(pool)} finished trials (downloads their predictions)"):
-        path = queries.greedy(search.uri, tuple(pool), int(k), metric)
+        labels = tuple(names[r] for r in pool)
+        result = ensembles.greedy(search.uri, tuple(pool), labels, int(max_size), metric)
+        path = result.path.copy()
         path.insert(1, "added", path["run_id"].map(names))
+        size = len(path)
+        if result.improving:
+            st.info(f"Greedy selection took {size} additions and stopped: {result.reason}.")
+        else:
+            st.warning(f"Greedy selection stopped at {size} members: {result.reason}.", icon="⚠️")
         st.plotly_chart(charts.greedy_figure(path, metric))
         st.dataframe(path[["size", "added", *SHOWN]], hide_index=True)
         st.button(

@@ -1,10 +1,11 @@
-"""Parameters: parallel coordinates of the searched parameters and Optuna's importances."""
+"""Parameters: parallel coordinates and slices of the searched parameters, and Optuna's
+importances (refused, with the reason, on too few trials)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app import charts, queries, state
+from app import charts, parameters, queries, state
 
 search = state.search()
 trials = queries.trials(search.uri, search.experiment_id, search.run_id)
@@ -14,6 +15,9 @@ if trials.empty or not params:
     st.info("This search has no trial with searched parameters yet.")
     st.stop()
 
+declared = parameters.space_params(search.uri, search.run_id)
+scales = parameters.param_scales(trials, params, declared)
+axes = parameters.axis_categories(trials, scales, declared)
 metrics = queries.metric_columns(trials)
 first = next(iter(search.objectives), "val/acc")
 left, right = st.columns([2, 1])
@@ -30,23 +34,49 @@ everyone = right.toggle(
 )
 shown = trials if everyone else trials[trials["status"] == "finished"]
 if shown[target].notna().any():
-    st.plotly_chart(charts.parallel_figure(shown, params, target))
+    st.plotly_chart(charts.parallel_figure(shown, params, target, scales, axes))
+    param = st.selectbox(
+        "Slice: objective against",
+        params,
+        format_func=lambda p: f"{p.removeprefix('param.')} ({scales[p]} axis)",
+        key=f"{search.run_id}-slice",
+    )
+    st.plotly_chart(
+        charts.slice_figure(shown, param, target, scales[param], axes.get(param)), key="slice"
+    )
+    st.caption(
+        "Categorical parameters (the space's categorical and fixed ones, and integers with few "
+        "values) get an axis of their values; loguniform ones, and positive values spanning "
+        f"{parameters.LOG_SPAN:g}x or more, a log axis."
+    )
 else:
     st.info(f"No {'' if everyone else 'finished '}trial has {target} yet.")
 
 st.subheader("Parameter importance")
-evaluator = st.radio("Evaluator", list(queries.EVALUATORS), horizontal=True)
-mode = queries.metric_mode(target, search.objectives)
-importances = queries.param_importances(trials, params, target, mode, evaluator=evaluator)
-finished = int(((trials["status"] == "finished") & trials[target].notna()).sum())
-if importances.empty:
-    st.info(
-        f"Importance needs at least 2 finished trials with {target} and a parameter that "
-        f"varies among them; this search has {finished} finished so far."
-    )
+left, right = st.columns([2, 1])
+evaluator = left.radio("Evaluator", list(parameters.EVALUATORS), horizontal=True)
+with_pruned = right.toggle(
+    "Include trials stopped early",
+    key=f"{search.run_id}-importance-pruned",
+    help="score pruned trials on their last epoch's value too: more trials, but values from "
+    "earlier epochs than the finished trials', which favours fast starters",
+)
+refusal = parameters.importance_refusal(trials, params, target, include_pruned=with_pruned)
+if refusal:
+    st.warning(refusal, icon="⚠️")
 else:
+    mode = queries.metric_mode(target, search.objectives)
+    importances = parameters.param_importances(
+        trials, params, target, mode, evaluator=evaluator, include_pruned=with_pruned,
+        scales=scales,
+    )  # fmt: skip
+    pool = parameters.importance_pool(trials, target, include_pruned=with_pruned)
     st.plotly_chart(charts.importance_figure(importances, target))
-    st.caption(
-        f"Optuna's {evaluator} evaluator on the {finished} finished trials, replayed into an "
-        "in-memory study; importances sum to 1."
-    )
+    finished = int((pool["status"] == "finished").sum())
+    caption = (
+        f"Optuna's {evaluator} evaluator on {finished} finished trials"
+        + (f" and {len(pool) - finished} stopped early (their last epoch's value)" if with_pruned
+           else "")
+        + ", replayed into an in-memory study; importances sum to 1."
+    )  # fmt: skip
+    st.caption(caption)

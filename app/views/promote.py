@@ -2,7 +2,8 @@
 
 The same code path as `python -m mixmo_search.promote`: `plan_promotion` checks the request
 and says what would happen (and whether the alias holder is better); `promote` runs only
-after the confirmation box is ticked.
+after the confirmation box is ticked, before the plan is drawn, so the page shows the alias's
+new holder right after a promotion.
 """
 
 from __future__ import annotations
@@ -54,8 +55,27 @@ request = dict(
     tracking_uri=search.uri,
     experiment=st.session_state.get("experiment", tracking.EXPERIMENT),  # the sidebar's
 )
+confirm_key, go_key = f"{search.run_id}-promote-confirm", f"{search.run_id}-promote-go"
+force_key = f"{search.run_id}-promote-force"
+if st.session_state.pop(go_key, False):  # the Promote button was clicked on the last run
+    try:
+        with st.spinner("Re-evaluating on the test split, logging and registering the model"):
+            result = promote(search.name, force=st.session_state.get(force_key, False), **request)
+    except UserError as err:
+        st.error(str(err), icon="⚠️")
+    else:
+        for warning in result.warnings:
+            st.warning(warning, icon="⚠️")
+        was = f", replacing version {result.replaced_version}" if result.replaced_version else ""
+        st.success(
+            f"{result.model_name} version {result.version} now holds @{result.alias}{was} "
+            f"(test/acc re-evaluated {result.test_acc_measured:.4f}, trainer "
+            f"{result.test_acc_logged:.4f}). Load it with `python -m mixmo_search.predict "
+            f"--model {result.model_uri} --mlflow-uri {search.uri} --images DIR`."
+        )
+
 try:
-    plan = plan_promotion(search.name, **request)
+    plan = plan_promotion(search.name, **request)  # after any promotion: the current holder
 except UserError as err:
     st.error(str(err), icon="⚠️")
     st.stop()
@@ -71,17 +91,15 @@ if plan.holder is None:
 else:
     holder = plan.holder
     st.caption(f"@{plan.alias} is now version {holder.version} (trial {holder.trial_id}).")
-force = False
+blocked = False
 if plan.refusal:
     st.warning(plan.refusal, icon="⚠️")
-    force = st.checkbox("Replace it anyway (--force)", key=f"{search.run_id}-promote-force")
-confirm_key, go_key = f"{search.run_id}-promote-confirm", f"{search.run_id}-promote-go"
+    blocked = not st.checkbox("Replace it anyway (--force)", key=force_key)
 confirmed = st.checkbox(
     f"Re-evaluate trial {plan.trial.trial_id} on the test split, register it and move "
     f"@{plan.alias}",
     key=confirm_key,
 )
-blocked = bool(plan.refusal) and not force
 
 
 def _clicked() -> None:
@@ -91,18 +109,3 @@ def _clicked() -> None:
 
 
 st.button("Promote", type="primary", disabled=not confirmed or blocked, on_click=_clicked)
-if st.session_state.pop(go_key, False):
-    try:
-        with st.spinner("Re-evaluating on the test split, logging and registering the model"):
-            result = promote(search.name, force=force, **request)
-    except UserError as err:
-        st.error(str(err), icon="⚠️")
-        st.stop()
-    for warning in result.warnings:
-        st.warning(warning, icon="⚠️")
-    st.success(
-        f"{result.model_name} version {result.version} now holds @{result.alias} (test/acc "
-        f"re-evaluated {result.test_acc_measured:.4f}, trainer {result.test_acc_logged:.4f}). "
-        f"Load it with `python -m mixmo_search.predict --model {result.model_uri} "
-        f"--mlflow-uri {search.uri} --images DIR`."
-    )

@@ -27,8 +27,15 @@ y = right.selectbox(
     key=f"{search.run_id}-y",
     index=metrics.index("val/acc") if "val/acc" in metrics else min(1, len(metrics) - 1),
 )
+show_pruned = st.toggle(
+    "Show trials stopped early",
+    value=True,
+    key=f"{search.run_id}-show-pruned",
+    help="pruned trials, faded: their metrics are their last epoch's, not a finished run's",
+)
 modes = [queries.metric_mode(x, search.objectives), queries.metric_mode(y, search.objectives)]
 front = queries.front_run_ids(trials, [x, y], modes)
+plotted = trials if show_pruned else trials[trials["status"] != "pruned"]
 
 
 def select_points(key: str) -> None:
@@ -39,7 +46,7 @@ def select_points(key: str) -> None:
 
 chart_key = "tradeoff-" + state.selection_digest(search.run_id, x, y)  # rings show it
 figure = charts.tradeoff_figure(
-    trials,
+    plotted,
     x=x,
     y=y,
     params=queries.searched_params(trials),
@@ -53,10 +60,12 @@ if finished == 0:
         "No trial has finished yet, so there is no Pareto front: pruned and running trials "
         "show their last epoch's metrics."
     )
+hidden = len(trials) - len(plotted)
 st.caption(
-    f"Colour: mixing block; size: M (members); open circles: trials stopped early (their last "
-    f"epoch). The dashed line is the Pareto front of the {finished} finished trials on these "
-    f"axes ({x}: {modes[0]}, {y}: {modes[1]}). Click, box or lasso points to select trials."
+    f"Colour: mixing block; size: M (members); faded open circles: trials stopped early, at "
+    f"their last epoch ({hidden} hidden). The dashed line is the Pareto front of the "
+    f"{finished} finished trials on these axes ({x}: {modes[0]}, {y}: {modes[1]}). Click, box "
+    "or lasso points to select trials."
 )
 left, right = st.columns(2)
 left.page_link("views/compare.py", label="Compare the selected trials", icon="➡️")

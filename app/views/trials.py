@@ -1,10 +1,11 @@
-"""Trials: every trial of the search with its key metrics, filterable; rows select trials."""
+"""Trials: every trial of the search with its key metrics, best first on the search's first
+objective, filterable; rows select trials."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app import queries, state
+from app import parameters, queries, state
 
 search = state.search()
 trials = queries.trials(search.uri, search.experiment_id, search.run_id)
@@ -20,12 +21,14 @@ for column, (label, value) in zip(
     column.metric(label, int(value))
 
 params = queries.searched_params(trials)
+declared = parameters.space_params(search.uri, search.run_id)
+scales = parameters.param_scales(trials, params, declared)
 present = [s for s in queries.STATUSES if s in counts]
 with st.expander("Filters", expanded=True):
     statuses = st.multiselect("Status", present, default=present, key=f"{search.run_id}-status")
     choices, ranges = {}, {}
     for column, slot in zip(params, st.columns(max(len(params), 1)), strict=False):
-        options = queries.filter_options(trials, column)
+        options = queries.filter_options(trials, column, scales[column])
         name, key = column.removeprefix("param."), f"{search.run_id}-{column}"
         if isinstance(options, tuple):
             low, high = options
@@ -34,7 +37,10 @@ with st.expander("Filters", expanded=True):
             )
         else:
             choices[column] = slot.multiselect(name, options, default=options, key=key)
+objective = next(iter(search.objectives), "val/acc")
+mode = queries.metric_mode(objective, search.objectives)
 shown = queries.filter_trials(trials, statuses=statuses, choices=choices, ranges=ranges)
+shown = queries.by_objective(shown, objective, mode)
 
 metrics = [m for m in dict.fromkeys([*search.objectives, *queries.KEY_METRICS]) if m in trials]
 table = queries.trials_table(
@@ -64,7 +70,19 @@ st.dataframe(
     selection_mode="multi-row",
     selection_default={"selection": {"rows": default_rows}},
     column_config={
-        "trial_id": st.column_config.TextColumn("trial", pinned=True),
+        "trial_id": st.column_config.TextColumn(
+            "trial", pinned=True, help="Ray Tune's trial id (MLflow tag mixmo.trial_id)"
+        ),
+        "optuna_trial": st.column_config.NumberColumn(
+            "Optuna #",
+            pinned=True,
+            help="the trial's number in the search's Optuna study (optuna.db in its storage "
+            "folder): the trial tag mixmo.optuna_trial, else matched on the drawn values; "
+            "– when neither is available",
+        ),
+        "epochs": st.column_config.NumberColumn(
+            "epochs", help="epochs trained: the budget a trial used before it finished or stopped"
+        ),
         "pareto": st.column_config.CheckboxColumn("Pareto", help="on the search's Pareto front"),
         "start_time": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
         "mlflow": st.column_config.LinkColumn("MLflow", display_text="open run"),
@@ -72,8 +90,9 @@ st.dataframe(
     },
 )
 st.caption(
-    f"{len(shown)} of {len(trials)} trials. Metrics are the best validation epoch's for "
-    "finished trials (test is reported, never selected on) and the last epoch's otherwise. "
+    f"{len(shown)} of {len(trials)} trials, best {objective} ({mode}) first. Metrics are the "
+    "best validation epoch's for finished trials (test is reported, never selected on) and "
+    "the last epoch's of the *epochs* they ran otherwise. "
     "Tick rows to select trials for the other pages; the MLflow links need "
     f"`mlflow ui --backend-store-uri {search.uri}` serving at {search.ui_base}."
 )

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from app import charts, queries
+from app import charts, ensembles, parameters, queries
 from mixmo_search import tracking
 
 OBJECTIVES = ["val/acc", "val/disagreement"]
@@ -69,7 +71,8 @@ def test_parallel_coordinates_have_an_axis_per_param_and_the_objective(trials):
 
 def test_importance_bars(trials):
     params = queries.searched_params(trials)
-    scores = queries.param_importances(trials.assign(status="finished"), params, "val/acc", "max")
+    everyone = trials.assign(status="finished")
+    scores = parameters.param_importances(everyone, params, "val/acc", "max")
     figure = charts.importance_figure(scores, "val/acc")
     assert sorted(figure.data[0].y) == sorted(p.removeprefix("param.") for p in scores["param"])
 
@@ -91,8 +94,74 @@ def test_member_and_calibration_bars(trials):
 
 
 def test_greedy_curve(search_store, trials):
-    finished = tuple(trials.loc[trials["status"] == "finished", "run_id"])
-    path = queries.greedy(search_store.uri, finished, len(finished), "acc")
-    figure = charts.greedy_figure(path, "acc")
+    finished = trials[trials["status"] == "finished"]
+    result = ensembles.greedy(
+        search_store.uri, tuple(finished["run_id"]), tuple(finished["trial_id"]), 10, "acc"
+    )
+    figure = charts.greedy_figure(result.path, "acc")
     assert {trace.name for trace in figure.data} == {"val/acc", "test/acc"}
-    assert list(figure.data[0].x) == list(range(1, len(finished) + 1))
+    assert list(figure.data[0].x) == list(range(1, len(result.path) + 1))
+
+
+def test_trials_stopped_early_are_faded(trials):
+    figure = charts.tradeoff_figure(trials, x="val/disagreement", y="val/acc", params=[])
+    for trace in figure.data:
+        if trace.customdata is None or trace.name == "selected":
+            continue
+        faded = str(trace.name).endswith("pruned")
+        assert (trace.opacity == charts.PRUNED_OPACITY) == faded, trace.name
+    assert "epochs" in figure.data[0].hovertemplate
+
+
+@pytest.fixture(scope="module")
+def scales(search_store, trials):
+    declared = parameters.space_params(search_store.uri, search_store.parent_run_id)
+    return parameters.param_scales(trials, queries.searched_params(trials), declared)
+
+
+def test_parallel_axes_show_categories_and_log_scales(search_store, trials, scales):
+    params = queries.searched_params(trials)
+    declared = parameters.space_params(search_store.uri, search_store.parent_run_id)
+    order = parameters.axis_categories(trials, scales, declared)
+    assert order == {"param.mixing.block": ["cut", "linear"], "param.model.n_members": [2, 3]}
+    only_m2 = trials[trials["param.model.n_members"] == 2]  # the axis still shows M = 3
+    (parcoords,) = charts.parallel_figure(only_m2, params, "val/acc", scales, order).data
+    axes = {d.label: d for d in parcoords.dimensions}
+    assert list(axes["model.n_members"].ticktext) == ["2", "3"]
+    (parcoords,) = charts.parallel_figure(trials, params, "val/acc", scales, order).data
+    axes = {d.label: d for d in parcoords.dimensions}
+    members = axes["model.n_members"]  # an int of two values: no tick at 2.5
+    assert list(members.ticktext) == ["2", "3"] and list(members.tickvals) == [0, 1]
+    lr = axes["optim.lr"]  # loguniform: log10 values, ticks labelled in lr's own units
+    shown = trials.loc[trials["val/acc"].notna(), "param.optim.lr"]
+    np.testing.assert_allclose(lr["values"], np.log10(shown))
+    assert [float(t) for t in lr.ticktext] == pytest.approx([10**v for v in lr.tickvals])
+    assert axes["mixing.p"].ticktext is None  # uniform: a plain linear axis
+
+
+def test_slice_axes(trials, scales):
+    log = charts.slice_figure(trials, "param.optim.lr", "val/acc", scales["param.optim.lr"])
+    assert log.layout.xaxis.type == "log"
+    members = charts.slice_figure(trials, "param.model.n_members", "val/acc", "categorical")
+    assert members.layout.xaxis.type == "category"
+    assert list(members.layout.xaxis.categoryarray) == ["2", "3"]
+
+
+def test_cost_figure_draws_trials_and_the_deep_ensembles(trials):
+    points = trials.assign(
+        **{"param.model.n_members": [1, 1, 1, 2, 2, 3][: len(trials)], "cost/flops": 1e6}
+    )
+    baseline = pd.DataFrame(
+        {"k": [2, 3], "members": ["a, b", "a, b, c"], "cost/flops": [2e6, 3e6],
+         "val/acc": [0.9, 0.91]}
+    )  # fmt: skip
+    figure = charts.cost_figure(
+        points, baseline, x="cost/flops", y="val/acc", x_title="FLOPs",
+        selected=trials["run_id"].tolist()[:1],
+    )  # fmt: skip
+    names = [trace.name for trace in figure.data]
+    assert names[:3] == ["vanilla (M=1)", "MixMo M=2", "MixMo M=3"]
+    line = figure.data[names.index("deep ensemble of k vanilla trials")]
+    assert list(line.text) == ["k=2", "k=3"] and list(line.x) == [2e6, 3e6]
+    assert figure.layout.xaxis.type == "log"
+    assert len(figure.data[names.index("selected")].x) == 1

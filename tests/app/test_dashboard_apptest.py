@@ -9,14 +9,17 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from mixmo_search import tracking
+from mixmo_search.promote import plan_promotion
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
 PAGES = [
     "views/trials.py",
     "views/tradeoff.py",
+    "views/cost.py",
     "views/parameters.py",
     "views/compare.py",
     "views/ensembles.py",
+    "views/promote.py",
 ]
 TIMEOUT_S = 120  # the ensembles page imports torch on its first run
 
@@ -37,7 +40,8 @@ def open_app(
 
 
 def texts(app: AppTest) -> str:
-    return " ".join(str(e.value) for kind in ("error", "info", "caption") for e in app.get(kind))
+    kinds = ("error", "warning", "info", "success", "caption")
+    return " ".join(str(e.value) for kind in kinds for e in app.get(kind))
 
 
 def plotly_specs(app: AppTest) -> list[dict]:
@@ -73,6 +77,15 @@ def test_trials_page_shows_the_five_trials_and_their_links(monkeypatch, search_s
     )
     assert all(f"/runs/{r}" in " ".join(table["mlflow"]) for r in trials["run_id"])
     assert {m.label: int(m.value) for m in app.metric}["trials"] == search_store.n_trials
+    accs = table["val/acc"].dropna().tolist()
+    assert accs == sorted(accs, reverse=True)  # the objective's order, best first
+    by_trial = trials.set_index("trial_id")
+    assert all(
+        row["epochs"] == by_trial.loc[row["trial_id"], "epochs"]
+        for row in table.to_dict("records")
+    )
+    assert list(table.columns[:4]) == ["trial_id", "optuna_trial", "status", "epochs"]
+    assert table["optuna_trial"].notna().all()  # matched in the search's optuna.db
     status = app.multiselect(key=f"{search_store.parent_run_id}-status")
     status.set_value(["finished"]).run()
     shown = app.dataframe[0].value
@@ -99,12 +112,27 @@ def test_tradeoff_page_plots_every_trial(monkeypatch, search_store, trials):
 
 def test_parameters_page(monkeypatch, search_store, trials):
     app = open_app(monkeypatch, search_store.uri, "views/parameters.py")
-    assert any(t.get("type") == "parcoords" for s in plotly_specs(app) for t in s["data"])
-    finished = (trials["status"] == "finished").sum()
-    if finished < 2:
-        assert "Importance needs at least 2 finished trials" in texts(app)
-    else:
-        assert any(t.get("type") == "bar" for s in plotly_specs(app) for t in s["data"])
+    specs = plotly_specs(app)
+    (parcoords,) = [t for spec in specs for t in spec["data"] if t.get("type") == "parcoords"]
+    axes = {d["label"]: d for d in parcoords["dimensions"]}
+    assert axes["model.n_members"]["ticktext"] == ["2", "3"]  # no tick at 2.5
+    assert "tickvals" in axes["optim.lr"]  # log10 axis, labelled in lr's units
+
+
+def test_importance_is_refused_with_its_reason_then_computed_on_request(
+    monkeypatch, search_store, trials
+):
+    finished = int(((trials["status"] == "finished") & trials["final/val/acc"].notna()).sum())
+    pruned = int((trials["status"] == "pruned").sum())
+    assert finished < 5 <= finished + pruned, "the fixture search should stop some trials"
+    app = open_app(monkeypatch, search_store.uri, "views/parameters.py")
+    (warning,) = app.warning
+    assert f"at least 5 finished trials with val/acc; this search has {finished}" in warning.value
+    assert not [t for s in plotly_specs(app) for t in s["data"] if t.get("type") == "bar"]
+    app.toggle(key=f"{search_store.parent_run_id}-importance-pruned").set_value(True).run()
+    assert not app.warning
+    assert [t for s in plotly_specs(app) for t in s["data"] if t.get("type") == "bar"]
+    assert f"{pruned} stopped early (their last epoch's value)" in texts(app)
 
 
 def test_compare_page_side_by_side(monkeypatch, search_store, trials):
@@ -172,8 +200,75 @@ def test_running_search_without_a_finished_trial(monkeypatch, running_store, pag
     expected = {
         "views/trials.py": "2 of 2 trials",
         "views/tradeoff.py": "No trial has finished yet",
+        "views/cost.py": "No finished trial of this search has an inference cost",
         "views/parameters.py": "No finished trial has val/acc yet",
         "views/compare.py": "Select trials to compare",
         "views/ensembles.py": "No trial of this search has finished yet",
+        "views/promote.py": "No trial has finished yet",
     }
     assert expected[page] in texts(app)
+
+
+@pytest.fixture(scope="module")
+def mixed(ensemble_store):
+    client = tracking.connect(ensemble_store.uri)
+    exp_id = tracking.experiment_id(client, create=False)
+    return tracking.load_trials(client, exp_id, ensemble_store.parent_run_id)
+
+
+def test_cost_page_draws_mixmo_beside_deep_ensembles(monkeypatch, ensemble_store, mixed):
+    app = open_app(monkeypatch, ensemble_store.uri, "views/cost.py")
+    (spec,) = plotly_specs(app)
+    traces = {t["name"]: t for t in spec["data"]}
+    assert {"vanilla (M=1)", "MixMo M=2", "deep ensemble of k vanilla trials"} <= set(traces)
+    assert traces["deep ensemble of k vanilla trials"]["text"] == ["k=2", "k=3"]
+    assert spec["layout"]["xaxis"]["type"] == "log"
+    assert spec["layout"]["xaxis"]["title"]["text"].startswith("cost/flops")
+    (table,) = (frame.value for frame in app.dataframe)
+    vanilla = mixed[mixed["param.model.n_members"] == 1]
+    assert table["cost/params"].tolist() == [
+        pytest.approx(k * vanilla["final/cost/params"].iloc[0]) for k in (2, 3)
+    ]
+    app.selectbox(key=f"{ensemble_store.parent_run_id}-cost-x").set_value("cost/params").run()
+    assert plotly_specs(app)[0]["layout"]["xaxis"]["title"]["text"].startswith("cost/params")
+
+
+def test_greedy_selection_says_why_it_stopped(monkeypatch, ensemble_store, mixed):
+    app = open_app(monkeypatch, ensemble_store.uri, "views/ensembles.py")
+    app.number_input(key=f"{ensemble_store.parent_run_id}-max-size").set_value(50).run()
+    app.toggle[0].set_value(True).run()
+    (warning,) = app.warning
+    assert "Greedy selection stopped at" in warning.value
+    assert "no addition improves validation nll" in warning.value
+    path = app.dataframe[-1].value
+    assert path["val/nll"].is_monotonic_decreasing and len(path) < 50
+
+
+def test_a_zero_delta_is_grey_without_an_arrow(monkeypatch, ensemble_store, mixed):
+    one = mixed["run_id"].tolist()[:1]  # an ensemble of one trial equals that trial
+    app = open_app(
+        monkeypatch, ensemble_store.uri, "views/ensembles.py", {ensemble_store.parent_run_id: one}
+    )
+    metrics = {m.label: m.proto for m in app.metric}
+    for label in ("val accuracy", "val NLL"):
+        assert metrics[label].delta == "±0.0000"
+        assert metrics[label].color == metrics[label].MetricColor.GRAY
+        assert metrics[label].direction == metrics[label].MetricDirection.NONE
+
+
+def test_promote_page_shows_the_new_holder_right_after_promoting(
+    monkeypatch, search_store, private_store, tmp_path
+):
+    uri = private_store(tmp_path)
+    app = open_app(monkeypatch, uri, "views/promote.py")
+    model = f"mixmo-{search_store.name}"
+    assert f"No version of {model} holds @champion yet." in texts(app)
+    plan = plan_promotion(search_store.name, tracking_uri=uri)
+    app.checkbox(key=f"{search_store.parent_run_id}-promote-confirm").check().run()
+    app.button[0].click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert f"{model} version 1 now holds @champion" in app.success[0].value
+    shown = texts(app)
+    assert f"@champion is now version 1 (trial {plan.trial.trial_id})." in shown
+    assert "holds @champion yet" not in shown
+    assert not app.checkbox(key=f"{search_store.parent_run_id}-promote-confirm").value

@@ -139,3 +139,79 @@ def test_table_and_scatter_render_in_chromium(dashboard_url, browser, search_sto
     no_exception(browser)
     assert len(points) >= scored >= 1  # the scored trials, plus the front's markers
     assert "val/disagreement" in chart.text and "val/acc" in chart.text
+
+
+PAGES = {  # url path: the page's heading
+    "": "Trials of",
+    "tradeoff": "Accuracy vs diversity",
+    "cost": "Accuracy vs inference cost",
+    "parameters": "Parameters",
+    "compare": "Compare trials",
+    "ensembles": "Ensembles across trials",
+    "promote": "Promote a trial of",
+}
+CHARTED = {"tradeoff", "cost", "parameters"}
+FIGURES_JS = """return Array.from(document.querySelectorAll('.js-plotly-plot')).map(plot => ({
+    names: plot.data.map(trace => trace.name),
+    xaxis: plot._fullLayout.xaxis ? plot._fullLayout.xaxis.type : null,
+    labels: Array.from(plot.querySelectorAll('.textpoint text')).map(t => t.textContent),
+}));"""
+
+
+@pytest.fixture
+def repository_dashboard(ensemble_store, tmp_path, free_port) -> Iterator[tuple[str, Path]]:
+    """`streamlit run app/dashboard.py` from the repository root, as `make dashboard` runs
+    it: .streamlit/config.toml, not flags, sets the address, toolbar and usage stats."""
+    log_path = tmp_path / "streamlit.log"
+    log = log_path.open("w", buffering=1)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(DASHBOARD), "--server.port",
+         str(free_port), "--server.headless", "true"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": ensemble_store.uri, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{free_port}"
+    try:
+        wait_until_healthy(url, server, log_path)
+        yield url, log_path
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+
+
+def test_every_page_in_chromium_with_mixmo_beside_deep_ensembles(
+    repository_dashboard, browser, ensemble_store
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, log = repository_dashboard
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    figures = {}
+    for path, heading in PAGES.items():
+        browser.get(f"{url}/{path}")
+        WebDriverWait(browser, RENDER_S).until(
+            lambda d, heading=heading: any(
+                heading in h.text for h in d.find_elements(By.CSS_SELECTOR, "h2")
+            )
+        )
+        if path in CHARTED:
+            wait_for(browser, ".js-plotly-plot .plot-container")
+        if path == "":
+            wait_for(browser, '[data-testid="stDataFrame"] canvas')
+        time.sleep(1)  # let the charts and the grid paint before the screenshot
+        browser.save_screenshot(str(ARTIFACTS / f"walk-{path or 'trials'}.png"))
+        no_exception(browser)
+        # .streamlit/config.toml's minimal toolbar: no "Deploy" button on any page
+        assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAppDeployButton"]')
+        figures[path] = browser.execute_script(FIGURES_JS)
+
+    (cost,) = figures["cost"]
+    drawn = {"vanilla (M=1)", "MixMo M=2", "deep ensemble of k vanilla trials"}
+    assert drawn <= set(cost["names"])
+    assert cost["xaxis"] == "log"  # the inference-cost axis
+    assert {"k=2", "k=3"} <= set(cost["labels"])  # the deep-ensemble points, drawn
+    assert figures["parameters"][1]["xaxis"] == "category"  # the slice on M, a categorical
+    text = log.read_text()
+    assert f"URL: {url}" in text and "Network URL" not in text  # bound to loopback only

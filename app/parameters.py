@@ -1,0 +1,181 @@
+"""The searched parameters: on which axis each is drawn, and how much each matters.
+
+`param_scales` follows the search's space file (categorical and fixed params on an axis of
+their values, loguniform ones on a log axis) and falls back on the values; importances are
+Optuna's, replayed from the trials, and refused with the reason on too few trials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app.queries import categories, open_store
+from mixmo_search import tracking
+
+MIN_IMPORTANCE_TRIALS = 5  # fewer trials than this and a forest's importances are noise
+MAX_CATEGORIES = 12  # an int param with at most this many values gets a categorical axis
+LOG_SPAN = 100.0  # positive values spanning this factor (2 decades) get a log axis
+EVALUATORS = {
+    "fANOVA": "FanovaImportanceEvaluator",
+    "mean decrease impurity": "MeanDecreaseImpurityImportanceEvaluator",
+}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def space_params(uri: str, search_id: str) -> dict[str, dict[str, Any]]:
+    """The `params` section of the search's space file ({} when the search stored none)."""
+    space = tracking.search_space(open_store(uri), search_id) or {}
+    params = space.get("params") if isinstance(space, dict) else None
+    return {str(k): v for k, v in params.items() if isinstance(v, dict)} if params else {}
+
+
+def param_scales(
+    trials: pd.DataFrame, params: Sequence[str], declared: Mapping[str, Mapping[str, Any]]
+) -> dict[str, str]:
+    """How to draw each `param.*` column on an axis: "categorical", "log" or "linear".
+
+    Categorical: the space's categorical and fixed params, non-numbers, and ints with at most
+    MAX_CATEGORIES values. Log: the space's loguniform (or `log: true` int) params, and
+    positive numbers spanning LOG_SPAN or more. `declared` is `space_params`' mapping.
+    """
+    scales = {}
+    for column in params:
+        spec = declared.get(column.removeprefix("param."), {})
+        kind, values = spec.get("type"), trials[column].dropna()
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        if kind in ("categorical", "fixed") or not numeric:
+            scales[column] = "categorical"
+        elif kind == "loguniform" or spec.get("log") is True or _spans_decades(values):
+            scales[column] = "log"
+        elif (kind == "int" or pd.api.types.is_integer_dtype(values)) and (
+            values.nunique() <= MAX_CATEGORIES
+        ):
+            scales[column] = "categorical"
+        else:
+            scales[column] = "linear"
+    return scales
+
+
+def axis_categories(
+    trials: pd.DataFrame, scales: Mapping[str, str], declared: Mapping[str, Mapping[str, Any]]
+) -> dict[str, list[Any]]:
+    """The values on each categorical axis, the same on every page and subset of trials: the
+    space's choices (or int range) in its order, else every value the search's trials took."""
+    axes = {}
+    for column, scale in scales.items():
+        if scale != "categorical":
+            continue
+        spec = declared.get(column.removeprefix("param."), {})
+        if spec.get("type") == "categorical" and isinstance(spec.get("choices"), list):
+            axes[column] = list(spec["choices"])
+        elif spec.get("type") == "int" and {"low", "high"} <= spec.keys():
+            axes[column] = list(range(int(spec["low"]), int(spec["high"]) + 1,
+                                      int(spec.get("step", 1))))  # fmt: skip
+        else:
+            axes[column] = categories(trials[column])
+    return axes
+
+
+def _spans_decades(values: pd.Series) -> bool:
+    return len(values) > 0 and values.min() > 0 and values.max() / values.min() >= LOG_SPAN
+
+
+def importance_refusal(
+    trials: pd.DataFrame, params: Sequence[str], target: str, *, include_pruned: bool = False
+) -> str | None:
+    """Why parameter importance for `target` would mislead here, or None when it can be
+    computed: fewer than MIN_IMPORTANCE_TRIALS trials, or no parameter that varies."""
+    pool = importance_pool(trials, target, include_pruned=include_pruned)
+    finished = int((pool["status"] == "finished").sum())
+    which = "finished or stopped-early" if include_pruned else "finished"
+    if len(pool) < MIN_IMPORTANCE_TRIALS:
+        text = (
+            f"Importance needs at least {MIN_IMPORTANCE_TRIALS} {which} trials with {target}; "
+            f"this search has {len(pool)} ({finished} finished). With fewer, the forest that "
+            "scores the parameters fits noise and ranks them by chance."
+        )
+        if not include_pruned and (trials["status"] == "pruned").any():
+            text += (
+                " Include the trials stopped early to score their last epoch's values, or wait "
+                "for more trials to finish."
+            )
+        return text
+    if not any(pool[p].nunique(dropna=True) > 1 for p in params):
+        return f"No searched parameter varies among the {len(pool)} {which} trials."
+    return None
+
+
+def importance_pool(trials: pd.DataFrame, target: str, *, include_pruned: bool) -> pd.DataFrame:
+    """The trials importance is computed over: finished ones with `target`, and the trials
+    stopped early (their last epoch's value) when `include_pruned`."""
+    statuses = ["finished", "pruned"] if include_pruned else ["finished"]
+    if target not in trials:
+        return trials.iloc[:0]
+    return trials[trials["status"].isin(statuses) & trials[target].notna()]
+
+
+@st.cache_data(show_spinner="Computing parameter importances...", max_entries=32)
+def param_importances(
+    trials: pd.DataFrame,
+    params: Sequence[str],
+    target: str,
+    mode: str,
+    *,
+    evaluator: str = "fANOVA",
+    include_pruned: bool = False,
+    scales: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """Optuna's importance of each varying parameter for `target`, over finished trials (and
+    the trials stopped early, at their last epoch, when `include_pruned`).
+
+    The trials are replayed into an in-memory study, with distributions from `scales`
+    (`param_scales`) and the observed values. Empty when `importance_refusal` refuses.
+    """
+    import optuna
+
+    if importance_refusal(trials, params, target, include_pruned=include_pruned):
+        return pd.DataFrame({"param": [], "importance": []})
+    pool = importance_pool(trials, target, include_pruned=include_pruned)
+    varying = [p for p in params if pool[p].nunique(dropna=True) > 1]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    distributions = {p: _distribution(pool[p].dropna(), (scales or {}).get(p)) for p in varying}
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for row in pool.to_dict("records"):
+        values = {p: _plain(row[p]) for p in varying if row[p] == row[p]}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=values,
+                distributions={p: distributions[p] for p in values},
+                value=float(row[target]),
+            )
+        )
+    scorer = getattr(optuna.importance, EVALUATORS[evaluator])(seed=0)
+    scores = optuna.importance.get_param_importances(study, evaluator=scorer)
+    return pd.DataFrame({"param": list(scores), "importance": list(scores.values())})
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value Optuna distributions accept."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _distribution(values: pd.Series, scale: str | None = None) -> Any:
+    """The Optuna distribution of a parameter, from its axis scale and observed values."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if scale == "categorical" or not numeric:
+        return CategoricalDistribution(categories(values))
+    low, high = _plain(values.min()), _plain(values.max())
+    log = scale == "log" or (scale is None and _spans_decades(values))
+    if pd.api.types.is_integer_dtype(values):
+        return IntDistribution(int(low), int(high), log=log)
+    return FloatDistribution(float(low), float(high), log=log)
