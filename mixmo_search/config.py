@@ -25,6 +25,7 @@ MIX_BLOCKS = ("sum", "linear", "cut", "cow", "patchup")
 INPUT_MIXES = ("none", "cutmix", "mixup")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("bf16", "fp32")
+PROTOCOLS = ("holdout", "paper")
 MAX_MEMBERS = 8
 
 
@@ -76,7 +77,8 @@ class OptimConfig:
     lr: float = field(default=0.1, metadata=_range(0))  # per 128 *unique* images a step
     momentum: float = field(default=0.9, metadata=_range(0, 1))
     nesterov: bool = True
-    l2: float = field(default=3e-4, metadata=_range(0))  # loss += l2 * sum(theta^2) (spec)
+    l2: float = field(default=3e-4, metadata=_range(0))  # loss += l2 * sum(theta^2) (§Recipes)
+    weight_decay: float = field(default=0.0, metadata=_range(0))  # SGD's own, on top of l2
     warmup_epochs: float = field(default=1.0, metadata=_range(0))  # linear warm-up
     milestones: tuple[int, ...] = (101, 201, 226)  # 1-based epochs where lr *= gamma
     gamma: float = field(default=0.1, metadata=_range(0, 1))
@@ -85,6 +87,10 @@ class OptimConfig:
 @dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
+    # holdout: select the best epoch on `data.val_size` images held out of train (searches);
+    # paper: train on the whole training set and report its last epoch on test, as the
+    # published numbers were made (docs/method.md §Protocols); it selects nothing
+    protocol: str = field(default="holdout", metadata=_choice(*PROTOCOLS))
     device: str = field(default="auto", metadata=_choice(*DEVICES))  # auto: cuda if present
     threads: int = field(default=0, metadata=_range(0))  # CPU threads; 0 = torch's default
     # bf16 autocast on CUDA (the reference trains fp32; benchmarks/RESULTS.md compares the two);
@@ -225,12 +231,39 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def _preset_values(name: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Published:
+    """A preset's number in the paper, and how it was made (docs/method.md §Protocols)."""
+
+    metric: str  # e.g. test/acc, as a fraction
+    low: float  # the paper gives a range where it reports several runs
+    high: float
+    protocol: str
+    source: str
+
+
+def published(preset: str) -> Published | None:
+    """The published result a reference preset reproduces, or None (CPU and test presets)."""
+    raw = _read_yaml(_preset_path(preset)).get("published")
+    if raw is None:
+        return None
+    meta = {k: raw.pop(k) for k in ("protocol", "source")}
+    ((metric, value),) = raw.items()
+    low, high = (value, value) if isinstance(value, float | int) else value
+    return Published(metric, float(low), float(high), **meta)
+
+
+def _preset_path(name: str) -> Path:
     path = PRESET_DIR / f"{name}.yaml"
     if not path.exists():
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(list_presets())}")
-    values = _read_yaml(path)
+    return path
+
+
+def _preset_values(name: str) -> dict[str, Any]:
+    values = _read_yaml(_preset_path(name))
     values.pop("description", None)
+    values.pop("published", None)
     return values
 
 

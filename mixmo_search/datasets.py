@@ -81,13 +81,15 @@ class Dataset:
         )
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
-    """Load `cfg.name` on the CPU: train minus a seeded validation hold-out, val, and test."""
+def load_dataset(cfg: DataConfig, *, hold_out: bool = True) -> Dataset:
+    """Load `cfg.name` on the CPU: train minus a seeded validation hold-out, val, and test.
+    Without `hold_out` (the paper protocol) train is the whole training set and val is empty."""
     loader = _LOADERS.get(cfg.name)
     if loader is None:
         raise DataError(f"unknown `data.name` {cfg.name!r}; choose one of: {', '.join(_LOADERS)}")
     full_train, test, num_classes = loader(cfg)
-    train, val = _hold_out(full_train, cfg.val_size, cfg.split_seed, cfg.name)
+    val_size = cfg.val_size if hold_out else 0
+    train, val = _hold_out(full_train, val_size, cfg.split_seed, cfg.name)
     mean, std = _channel_stats(train.images)
     return Dataset(cfg.name, train, val, test, num_classes, mean, std)
 

@@ -21,21 +21,22 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from mixmo_search import checkpoint, files
 from mixmo_search.config import TrainConfig, list_presets, load_config, resolve_config
 from mixmo_search.cost import inference_cost
-from mixmo_search.data import Normalizer, augmented, epoch_indices
+from mixmo_search.data import Normalizer, epoch_indices
 from mixmo_search.datasets import Dataset, load_dataset
 from mixmo_search.errors import ConfigError, TrainingDiverged, exit_on_user_error
 from mixmo_search.inference import autocast, member_logits, resolve_device
 from mixmo_search.metrics import evaluate
-from mixmo_search.mixing import loss_weights, make_mix, mix_inputs, p_at
+from mixmo_search.mixing import p_at
 from mixmo_search.models import MixMoNet, create_model
 from mixmo_search.predictions import save_predictions
+from mixmo_search.step import make_batch, mixmo_loss
 
+UNFITTED = ("/nll_ts", "/ece_ts", "/temperature")  # need a validation split to fit T on
 DIVERGED_LOSS = 1e4  # a weighted cross-entropy this large means the logits blew up
 DIVERGENCE_CHECK_STEPS = 20  # steps between divergence checks (each is one host sync)
 
@@ -85,10 +86,11 @@ def train(
         )
     _check_writable(out_dir)  # before the data loads: a typo should not wait for it
 
-    # data: the whole set as uint8 tensors on the device
-    ds = load_dataset(cfg.data).to(device)
+    # data: the whole set as uint8 tensors on the device; the paper protocol holds nothing out
+    holdout = cfg.run.protocol == "holdout"
+    ds = load_dataset(cfg.data, hold_out=holdout).to(device)
     normalize = Normalizer(ds.mean, ds.std, device)
-    n_members, batch = cfg.model.n_members, cfg.optim.batch_size
+    n_members, slots = cfg.model.n_members, cfg.optim.batch_size
     steps_per_epoch = len(ds.train) // cfg.unique_per_step
     if cfg.run.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.run.max_steps_per_epoch)
@@ -109,13 +111,14 @@ def train(
     mask_size = (ds.image_size // model.encoder_stride,) * 2
 
     # optimizer: the reference adds l2 * sum(theta^2) to the loss; its gradient 2 * l2 * theta
-    # is exactly SGD's weight_decay = 2 * l2, which costs nothing extra per step
+    # is exactly SGD's weight_decay = 2 * l2, which costs nothing extra per step; recipes that
+    # use SGD's own weight decay (Tiny ImageNet) add it
     opt = torch.optim.SGD(
         model.parameters(),
         lr=cfg.base_lr,
         momentum=cfg.optim.momentum,
         nesterov=cfg.optim.nesterov,
-        weight_decay=2 * cfg.optim.l2,
+        weight_decay=2 * cfg.optim.l2 + cfg.optim.weight_decay,
     )
 
     # resume from last.pt, checking it was written for the same training
@@ -139,7 +142,7 @@ def train(
         p_t = p_at(epoch, o.epochs, m.p, m.p_decay_start)
         indices = epoch_indices(
             len(ds.train),
-            batch_size=batch,
+            batch_size=slots,
             batch_repeat=o.batch_repeat,
             n_members=n_members,
             input_repeat=o.input_repeat,
@@ -148,6 +151,7 @@ def train(
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct_sum = torch.zeros((), device=device)
+        binary_steps = 0
         # first step whose loss was non-finite or above DIVERGED_LOSS (-1: none), and its loss;
         # kept on the device and read every DIVERGENCE_CHECK_STEPS steps
         bad_step = torch.full((), -1, dtype=torch.long, device=device)
@@ -158,44 +162,19 @@ def train(
             lr = lr_at(cfg, epoch, step, steps_per_epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
-            x = augmented(ds.train.images, idx, normalize, **_aug(cfg))  # (M,B,C,H,W)
-            y = ds.train.labels[idx]  # (M,B)
-            mix = make_mix(
-                m.block,
-                n_members=n_members,
-                batch=batch,
-                size=mask_size,
-                alpha=m.alpha,
-                p=p_t,
+            batch = make_batch(
+                ds.train, idx, cfg, p=p_t, normalize=normalize, mask_size=mask_size,
                 host_gen=host_gen,
-                device=device,
-            )
-            lam = partner_y = None
-            if m.input_mix != "none":
-                partner_idx = torch.randint(0, len(ds.train), idx.shape, device=device)
-                partners = augmented(ds.train.images, partner_idx, normalize, **_aug(cfg))
-                x, lam, _ = mix_inputs(
-                    x,
-                    partners,
-                    mix.masks,
-                    kind=m.input_mix,
-                    prob=m.input_mix_prob,
-                    alpha=m.input_mix_alpha,
-                )
-                partner_y = ds.train.labels[partner_idx]
+            )  # fmt: skip
             with autocast(device, cfg.run.precision):
-                logits = step_model(x, mix.masks)  # (M,B,K)
-            flat_logits = logits.float().flatten(0, 1)
-            ce = F.cross_entropy(flat_logits, y.flatten(), reduction="none").view_as(y)
-            if lam is not None:
-                ce_partner = F.cross_entropy(flat_logits, partner_y.flatten(), reduction="none")
-                ce = lam * ce + (1 - lam) * ce_partner.view_as(y)
-            loss = (loss_weights(mix.kappa, m.reweight_r) * ce).sum(0).mean()
+                logits = step_model(batch.images, batch.mix.masks)  # (M, B, K)
+            loss = mixmo_loss(logits, batch, m.reweight_r)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum += loss.detach()
-            correct_sum += (logits.detach().argmax(-1) == y).float().mean()
+            correct_sum += (logits.detach().argmax(-1) == batch.labels).float().mean()
+            binary_steps += batch.mix.binary  # decided on the host: no sync
             first_bad = (bad_step < 0) & ~(torch.isfinite(loss) & (loss < DIVERGED_LOSS))
             bad_step = torch.where(first_bad, step, bad_step)
             bad_loss = torch.where(first_bad, loss.detach(), bad_loss)
@@ -211,14 +190,18 @@ def train(
         metrics = {
             "train/loss": epoch_loss,
             "train/acc": correct_sum.item() / steps_per_epoch,
-            "train/slots_per_s": steps_per_epoch * batch / epoch_seconds,
+            "train/slots_per_s": steps_per_epoch * slots / epoch_seconds,
+            "train/binary_frac": binary_steps / steps_per_epoch,  # follows p (§Training step 4)
             "lr": lr,
             "p": p_t,
         }
 
-        # validation, best checkpoint, last checkpoint, callback
+        # validation, best checkpoint (the paper protocol keeps the last epoch), last, callback
         is_last = epoch + 1 == o.epochs
-        if (epoch + 1) % cfg.run.eval_every == 0 or is_last:
+        if not holdout and is_last:
+            best_epoch = epoch + 1
+            checkpoint.save(best_path, {"model": model.state_dict(), "epoch": best_epoch})
+        elif holdout and ((epoch + 1) % cfg.run.eval_every == 0 or is_last):
             val_logits = member_logits(
                 model,
                 ds.val.images,
@@ -264,7 +247,7 @@ def train(
         "epochs": float(o.epochs),
         "train/seconds": train_seconds,
         "train/slots_per_s": steps_per_epoch
-        * batch
+        * slots
         * (o.epochs - start_epoch)
         / max(train_seconds, 1e-9),
         "wall_seconds": time.perf_counter() - started,
@@ -278,18 +261,23 @@ def train(
 def _evaluate_best(
     model: MixMoNet, ds: Dataset, normalize: Normalizer, cfg: TrainConfig, out_dir: Path
 ) -> dict[str, float]:
-    """The best validation epoch on val (fits the temperature) and test (reuses it)."""
+    """The kept epoch (best on val; the last one under the paper protocol) on val, which fits
+    the temperature, and test, which reuses it. With no validation split there is no honest
+    temperature, so the temperature-scaled metrics are left out."""
     model.load_state_dict(
         checkpoint.load(out_dir / checkpoint.BEST, ds.train.images.device)["model"]
     )
     final: dict[str, float] = {}
-    for split in ("val", "test"):
+    for split in ("val", "test") if len(ds.val) else ("test",):
         part = getattr(ds, split)
         logits = member_logits(
             model, part.images, normalize, cfg.run.eval_batch_size, precision=cfg.run.precision
         )
-        temperature = final["val/temperature"] if split == "test" else None
-        final.update(evaluate(logits, part.labels, prefix=split, temperature=temperature))
+        temperature = final.get("val/temperature", 1.0) if split == "test" else None
+        metrics = evaluate(logits, part.labels, prefix=split, temperature=temperature)
+        if not len(ds.val):
+            metrics = {k: v for k, v in metrics.items() if not k.endswith(UNFITTED)}
+        final.update(metrics)
         save_predictions(
             out_dir / "predictions" / f"{split}.npz", logits, part.labels, split=split
         )
@@ -317,10 +305,6 @@ def _check_writable(out_dir: Path) -> None:
             f"`run.out_dir` {out_dir} cannot be written: {reason}; choose another with "
             "--set run.out_dir=PATH"
         )
-
-
-def _aug(cfg: TrainConfig) -> dict[str, int | bool]:
-    return {"padding": cfg.data.crop_padding, "flip": cfg.data.flip}
 
 
 def _progress(indices: Tensor, cfg: TrainConfig, desc: str):
