@@ -77,6 +77,11 @@ SCHEDULER_OPTIONS: dict[str, dict[str, type]] = {
     "asha": {"grace_period": int, "reduction_factor": float, "max_t": int},
 }
 CONDITION_TYPES = ("categorical", "int", "fixed")
+UNSEARCHABLE = {  # keys a search sets itself, or that would make trials incomparable
+    "run.protocol": "a search selects on the validation split the holdout protocol keeps",
+    "run.out_dir": "each trial writes in its own folder, which the search chooses",
+    "run.device": "the search puts trials on the devices --gpus gives them",
+}
 METRIC_PATTERN = re.compile(r"(train|val)/[A-Za-z0-9_.]+")
 KNOWN_METRICS = (
     *(f"val/{m}" for m in SPLIT_METRICS),
@@ -171,6 +176,12 @@ def parse_base(raw: Any, where: Where) -> tuple[str | None, dict[str, Any], dict
             f"{where('base')}: the base config is invalid: {err}; fix "
             "`base.overrides` or choose another preset"
         ) from None
+    if config.run.protocol != "holdout":
+        raise SpaceError(
+            f"{where('base', 'overrides', 'run.protocol')}: a search selects on a validation "
+            f"split, which run.protocol={config.run.protocol} does not hold out; remove it "
+            "(train the paper protocol with python -m mixmo_search.train)"
+        )
     return preset, dict(overrides), config.flat()
 
 
@@ -189,6 +200,8 @@ def parse_params(raw: Any, base_values: dict[str, Any], where: Where) -> tuple[P
 
 def _parse_param(key: Any, raw: Any, where: Where) -> Param:
     config_key(key, where("params", key))
+    if key in UNSEARCHABLE:
+        raise SpaceError(f"{where('params', key)}: {UNSEARCHABLE[key]}; remove it")
     spec = mapping(raw, where("params", key), "{type: uniform, low: 0.0, high: 1.0}")
     kind = one_of(spec.get("type"), list(PARAM_FIELDS), where("params", key, "type"), "type")
     required, optional = PARAM_FIELDS[kind]
