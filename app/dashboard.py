@@ -76,6 +76,7 @@ def pick_search(picker: DeltaGenerator) -> state.Search | None:
         objectives=queries.objectives(row["objectives"]),
         ui_base=ui_base,
         storage=str(row.get("storage") or ""),
+        preset=str(row.get("preset") or ""),
     )
 
 

@@ -285,3 +285,28 @@ def _picked(trials: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
 def histories(uri: str, run_ids: tuple[str, ...], metrics: tuple[str, ...]) -> pd.DataFrame:
     """Per-epoch values (run_id, metric, step, value) of `metrics` for `run_ids`."""
     return tracking.metric_histories(open_store(uri), list(run_ids), list(metrics))
+
+
+def published_note(preset: str, trials: pd.DataFrame) -> str | None:
+    """The paper's number for the search's preset beside this search's best test accuracy,
+    each with the protocol behind it; None when the preset reproduces no published number."""
+    from mixmo_search.config import list_presets, published
+
+    if preset not in list_presets():
+        return None
+    paper = published(preset)
+    if paper is None:
+        return None
+    shown = f"{paper.low:.2%}" if paper.low == paper.high else f"{paper.low:.2%}–{paper.high:.2%}"
+    note = f"Published for `{preset}`: {paper.metric} {shown} ({paper.protocol}; {paper.source})."
+    finished = trials[trials["status"] == "finished"] if not trials.empty else trials
+    metric = paper.metric  # reported metrics drop `final/`: test/acc of the kept epoch
+    if not finished.empty and metric in finished and finished[metric].notna().any():
+        best = finished.loc[finished[metric].idxmax()]
+        note += (
+            f" This search's trials: holdout protocol (trained without the validation split, "
+            f"best validation epoch), {metric} up to {best[metric]:.2%} (trial "
+            f"{best['trial_id']}); compare a `--set run.protocol=paper` training for a like "
+            "for like number."
+        )
+    return note

@@ -27,6 +27,7 @@ class Search:
     objectives: dict[str, str] = field(default_factory=dict)  # {metric: mode}, search order
     ui_base: str = "http://127.0.0.1:5000"
     storage: str = ""  # the search's Tune storage folder (tag mixmo.storage), with optuna.db
+    preset: str = ""  # the preset its trials start from (a reference recipe, or not)
 
 
 def set_search(search: Search) -> None:

@@ -53,7 +53,9 @@ class DataConfig:
 class ModelConfig:
     name: str = "wrn28_10"  # a name from `mixmo_search.models.list_models()`
     n_members: int = field(default=2, metadata=_range(1, MAX_MEMBERS))  # M encoders and heads
-    stem_stride: int = field(default=1, metadata=_range(1, 4))  # 2 on Tiny ImageNet (spec)
+    stem_stride: int = field(
+        default=1, metadata=_range(1, 4)
+    )  # 2 on Tiny ImageNet (docs/method.md §Architectures)
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ class TrainConfig:
 
     @property
     def unique_per_step(self) -> int:
-        """Unique images in one batch: B / b (spec, batch repetition)."""
+        """Unique images in one batch: B / b (docs/method.md §Training step 1)."""
         return self.optim.batch_size // self.optim.batch_repeat
 
     @property

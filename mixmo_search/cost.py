@@ -1,9 +1,10 @@
 """Inference cost of a trained network: parameters, forward FLOPs per image, images/s.
 
-MixMo's claim is ensembling for free: at test time the M encoders' convolutions sum into one
-(spec §Inference), so M subnetworks cost about one forward pass, where a deep ensemble of k
-networks pays k. `inference_cost` measures a network the way the test split runs it, on the
-device it trained on; the trainer logs the result as the final metrics `cost/*`.
+MixMo's claim is ensembling for free: at test time the M encoders' convolutions sum into
+one (docs/method.md §Inference), so M subnetworks cost about one forward pass, where a deep
+ensemble of k networks pays k. `inference_cost` measures a network the way the test split
+runs it, on the device it trained on; the trainer logs the result as the final metrics
+`cost/*`.
 """
 
 from __future__ import annotations

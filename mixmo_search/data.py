@@ -23,7 +23,7 @@ def epoch_indices(
     input_repeat: float,
     device: torch.device,
 ) -> Tensor:
-    """(steps, M, B) training-set indices for one epoch (spec §Training step 1-2).
+    """(steps, M, B) training-set indices for one epoch (docs/method.md §Training step 1-2).
 
     Each batch holds B/b unique images, each repeated b times *by index* so that repeats are
     augmented independently; an epoch therefore has b times the steps of a vanilla one.

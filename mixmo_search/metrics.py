@@ -1,4 +1,4 @@
-"""Metrics of mixmo-spec.md §Metrics: accuracy, NLL, ECE, Brier, temperature scaling, diversity.
+"""Metrics of docs/method.md §Metrics: accuracy, NLL, ECE, Brier, temperature scaling, diversity.
 
 Every function takes tensors on any device and returns a Python float. Inputs are cast to
 float64 first, so bf16/fp16 logits from autocast are never averaged or soft-maxed in low
@@ -31,7 +31,7 @@ def ensemble_logits(member_logits: Tensor) -> Tensor:
     """(M, N, K) -> (N, K): the mean of the heads' logits.
 
     The reference implementation (mixmo-pytorch) averages logits, not probabilities as MIMO
-    does; spec §Inference leaves the choice open and we follow the reference.
+    does; docs/method.md §Inference says which (the paper leaves it open).
     """
     if member_logits.dim() != 3:
         raise ValueError(

@@ -1,6 +1,6 @@
 """MixMo mixing, batched on the training device: kappa draws, masks, p schedule, loss weights.
 
-Everything here follows `mixmo-spec.md` §Training step. Masks are built for a whole batch at
+Everything here follows docs/method.md §Training step. Masks are built for a whole batch at
 once as (M, B, 1, h, w) tensors at the encoders' output resolution; the only per-batch host
 decisions (binary or linear, which member holds the patch) come from a CPU generator, so no
 device sync is needed.
@@ -21,7 +21,7 @@ BINARY_BLOCKS = ("cut", "cow", "patchup")
 @dataclass(frozen=True)
 class Mix:
     masks: Tensor  # (M, B, 1, h, w): member k's share of each feature position
-    kappa: Tensor  # (M, B): each member's real share, the mask mean (spec: recomputed)
+    kappa: Tensor  # (M, B): each member's real share, the mask mean (§Training step 5: recomputed)
     binary: bool  # whether this batch used the binary block
 
 
@@ -94,7 +94,7 @@ _BINARY = {"cut": box_masks, "cow": cow_masks, "patchup": patchup_masks}
 
 
 def p_at(epoch: int, epochs: int, p: float, decay_start: float = 11 / 12) -> float:
-    """Probability of the binary block at 0-based `epoch` (spec: constant, then linear to 0).
+    """Probability of the binary block at 0-based `epoch` (§Training step 4).
 
     p_t = p until `decay_start` of training, then falls linearly to 0 at the last epoch, so
     training ends on the linear mix that test time uses.
@@ -140,7 +140,7 @@ def make_mix(
 
 
 def loss_weights(kappa: Tensor, r: float) -> Tensor:
-    """(M, B) weights w_k = M kappa_k^(1/r) / sum_j kappa_j^(1/r) (spec step 7; r=inf: 1)."""
+    """(M, B) weights w_k = M kappa_k^(1/r) / sum_j kappa_j^(1/r) (§Training step 7; r=inf: 1)."""
     n_members = kappa.shape[0]
     if math.isinf(r):
         return torch.ones_like(kappa)
@@ -157,7 +157,7 @@ def mix_inputs(
     prob: float,
     alpha: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Input-level CutMix/Mixup per member (spec step 8), with the visible-fraction labels.
+    """Input-level CutMix/Mixup per member (§Training step 8), with the visible-fraction labels.
 
     images, partners: (M, B, C, H, W) float; member_masks: (M, B, 1, h, w) MixMo masks.
     Returns (mixed images, lam (M,B), use (M,B) bool): the soft target is

@@ -298,6 +298,7 @@ def list_searches(client: MlflowClient, exp_id: str) -> pd.DataFrame:
             "objectives": r.data.tags.get("mixmo.objectives", "[]"),
             "best_trial": r.data.tags.get("mixmo.best_trial", ""),
             "storage": r.data.tags.get(STORAGE, ""),
+            "preset": r.data.params.get("preset", ""),
             **{k: v for k, v in r.data.metrics.items() if k.startswith(("trials/", "final/"))},
         }
         for r in runs

@@ -245,6 +245,7 @@ def train(
         **final,
         "best_epoch": float(best_epoch),
         "epochs": float(o.epochs),
+        "train/images": float(len(ds.train)),  # 45k on CIFAR with holdout, 50k with paper
         "train/seconds": train_seconds,
         "train/slots_per_s": steps_per_epoch
         * slots

@@ -225,3 +225,21 @@ def test_cli_failures_are_one_line_and_non_zero(tmp_path, argv, code, expected):
     assert done.stderr.strip().startswith("error: ") and expected in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "out" / "last.pt").exists()
+
+
+def test_the_paper_protocol_trains_on_everything_and_reports_the_last_epoch(tmp_path):
+    holdout = _cfg(tmp_path, "optim.epochs=2", name="holdout")
+    paper = _cfg(tmp_path, "optim.epochs=2", "run.protocol=paper", name="paper")
+    reports: list[EpochReport] = []
+    results = train(paper, on_epoch=reports.append)
+    assert results["train/images"] == 1437  # all of digits' training split
+    assert train(holdout)["train/images"] == 1437 - holdout.data.val_size
+    assert results["best_epoch"] == 2  # the last epoch, chosen by nothing
+    assert "test/acc" in results and not any(k.startswith("val/") for k in results)
+    assert not any(k.endswith(("_ts", "temperature")) for k in results)  # no T without val
+    assert not any(k.startswith("val/") for r in reports for k in r.metrics)
+    out = Path(paper.run.out_dir)
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == ["test.npz"]
+    saved = load_predictions(out / "predictions" / "test.npz")
+    acc = (saved.ensemble_logits.argmax(1) == saved.labels).mean()
+    assert acc == pytest.approx(results["test/acc"], abs=1 / 360)

@@ -14,6 +14,10 @@ if trials.empty:
     st.info("This search has no trial yet: trials appear here as soon as Ray starts them.")
     st.stop()
 
+published = queries.published_note(search.preset, trials)
+if published:
+    st.caption(published)
+
 counts = trials["status"].value_counts()
 for column, (label, value) in zip(
     st.columns(1 + len(counts)), [("trials", len(trials)), *counts.items()], strict=True

@@ -382,7 +382,7 @@ def _parse_metric(raw: Any, where: Where, *keys: Any) -> Objective:
     if isinstance(metric, str) and metric.startswith("test/"):
         raise SpaceError(
             f"{at}: cannot select on {metric}: the test split only reports, and "
-            "choosing on it would overfit the test set (spec §Metrics); use "
+            "choosing on it would overfit the test set (docs/method.md §Protocols); use "
             f"val/{metric.removeprefix('test/')}"
         )
     if not isinstance(metric, str) or not METRIC_PATTERN.fullmatch(metric):

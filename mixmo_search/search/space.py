@@ -24,7 +24,7 @@ Schema (every key but `base`, `params`, `objective` and `budget` is optional)::
 Conditions: `when: {key: [values]}` draws a param only when every listed key takes one of
 its values; otherwise the base config's value stays. A condition's key is a searched
 categorical, int or fixed param, or a base-config key. Metrics are `val/...` or `train/...`:
-the test split only reports (spec §Metrics), so no search may select on it.
+the test split only reports (docs/method.md §Protocols), so no search may select on it.
 
 Defaults: sampler `{type: tpe, seed: 0}`, scheduler `{type: fifo}`, resources
 `{gpus: 0, cpus: 1}`; asha's `max_t` is the base `optim.epochs` (or the largest searched
