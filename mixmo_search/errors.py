@@ -7,10 +7,12 @@ training failed); anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from functools import wraps
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -50,19 +52,39 @@ class TrainingDiverged(Exception):
 F = TypeVar("F", bound=Callable[..., object])
 
 
+def one_line(message: str) -> str:
+    """`message` with every character a terminal would not print as itself (line breaks,
+    control characters from a file or a flag) written as its escape, so it stays one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in message)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag reported in one line (what, and where to look) like every
+    other mistake, instead of the usage text and the error on two."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {one_line(message)}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
 def exit_on_user_error(main: F) -> F:
     """Decorate a CLI `main` so a UserError becomes one stderr line and exit code 2, and a
-    diverged training one line and exit code 1."""
+    diverged training one line and exit code 1. Warnings print as one line each too."""
 
     @wraps(main)
     def wrapper(*args, **kwargs):
+        warnings.showwarning = _warning_line
         try:
             return main(*args, **kwargs)
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {one_line(str(err))}", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
         except TrainingDiverged as err:
             print(f"error: training {err}", file=sys.stderr)
             raise SystemExit(EXIT_FAILED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"warning: {one_line(str(message))}", file=sys.stderr)

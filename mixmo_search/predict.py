@@ -10,7 +10,6 @@ member's vote, after a header line.
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from torch import Tensor
 
 from mixmo_search.config import DEVICES
-from mixmo_search.errors import DataError, exit_on_user_error
+from mixmo_search.errors import DataError, Parser, exit_on_user_error
 
 
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -72,7 +71,7 @@ def read_images(files: Sequence[Path], *, in_channels: int, image_size: int) -> 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m mixmo_search.predict",
         description="Print each image's ensemble class, confidence and the members' votes.",
     )

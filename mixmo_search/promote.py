@@ -21,7 +21,6 @@ calls `promote`, which also rebuilds and re-tests the network before its first w
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mixmo_search import tracking
-from mixmo_search.errors import UserError, exit_on_user_error
+from mixmo_search.errors import Parser, UserError, exit_on_user_error
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -474,7 +473,7 @@ def _describe(plan: PromotionPlan) -> str:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m mixmo_search.promote",
         description="Register a search's best trial in the MLflow model registry under an alias.",
     )

@@ -11,7 +11,6 @@ under `cfg.run.out_dir`. Selection uses the validation split only; test only rep
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -28,7 +27,7 @@ from mixmo_search.config import TrainConfig, list_presets, load_config, resolve_
 from mixmo_search.cost import inference_cost
 from mixmo_search.data import Normalizer, epoch_indices
 from mixmo_search.datasets import Dataset, load_dataset
-from mixmo_search.errors import ConfigError, TrainingDiverged, exit_on_user_error
+from mixmo_search.errors import ConfigError, Parser, TrainingDiverged, exit_on_user_error
 from mixmo_search.inference import autocast, member_logits, resolve_device
 from mixmo_search.metrics import evaluate
 from mixmo_search.mixing import p_at
@@ -341,7 +340,7 @@ def _normal(value: object) -> object:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m mixmo_search.train", description="Train one MixMo configuration."
     )
     parser.add_argument("--config", help="YAML file: `preset: NAME` plus sections to change")

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from mixmo_search.errors import exit_on_user_error
+from mixmo_search.errors import Parser, exit_on_user_error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m mixmo_search.tune", description="Run a MixMo hyperparameter search."
     )
     parser.add_argument("--space", required=True, help="search-space YAML (search_spaces/)")
