@@ -390,3 +390,31 @@ def test_a_crashed_trial_retries_from_its_last_checkpoint(tmp_path):
     assert len(trials) == 1 and trials.status.item() == "finished"
     epochs = {m.step for m in client.get_metric_history(trials.run_id.item(), "val/acc")}
     assert epochs == set(range(1, 31))
+
+
+def test_a_warm_started_search_learns_from_the_earlier_one(tmp_path, run_tune):
+    import optuna
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ("--space", str(SPACES / "warm.yaml"), "--gpus", "0", "--cpus", "2",
+              "--mlflow-uri", uri)  # fmt: skip
+    first = run_tune(*common, "--name", "first", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    second = run_tune(*common, "--name", "second", "--trials", "2", "--warm-start", "first",
+                      cwd=tmp_path)  # fmt: skip
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert "warm start: 3 trials of first seed the sampler" in second.stdout
+    searches = tmp_path / "runs/searches"
+    old = optuna.load_study(study_name="first", storage=f"sqlite:///{searches}/first/optuna.db")
+    new = optuna.load_study(study_name="second", storage=f"sqlite:///{searches}/second/optuna.db")
+    seeded = [t for t in new.trials if "warm_start" in t.user_attrs]
+    assert len(seeded) == 3 and len(new.trials) == 5  # 3 learnt from, 2 run
+    assert sorted(t.params["mixing.p"] for t in seeded) == sorted(
+        t.params["mixing.p"] for t in old.trials
+    )
+    assert sorted(t.value for t in seeded) == sorted(t.value for t in old.trials)
+    client, trials = _trials(uri, json.loads((searches / "second/search.json").read_text())[
+        "parent_run_id"])  # fmt: skip
+    assert len(trials) == 2  # MLflow holds the trials this search ran, not the seeds
+    bad = run_tune(*common, "--name", "third", "--warm-start", "nope", cwd=tmp_path)
+    assert bad.returncode == 2 and "--warm-start nope: no search 'nope'" in bad.stderr
