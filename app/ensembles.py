@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import streamlit as st
 
-from app.queries import open_store
 from mixmo_search import tracking
 
 if TYPE_CHECKING:
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
 @st.cache_resource(show_spinner=False, max_entries=1024)
 def predictions(uri: str, run_id: str, split: str) -> Predictions:
     """A finished trial's stored predictions (immutable, so cached without expiry)."""
-    return tracking.download_predictions(open_store(uri), run_id, split)
+    return tracking.download_predictions(tracking.connect(uri, create=False), run_id, split)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

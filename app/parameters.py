@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app.queries import categories, open_store
+from app.queries import categories
 from mixmo_search import tracking
 
 MIN_IMPORTANCE_TRIALS = 5  # fewer trials than this and a forest's importances are noise
@@ -28,7 +28,7 @@ EVALUATORS = {
 @st.cache_data(show_spinner=False, max_entries=64)
 def space_params(uri: str, search_id: str) -> dict[str, dict[str, Any]]:
     """The `params` section of the search's space file ({} when the search stored none)."""
-    space = tracking.search_space(open_store(uri), search_id) or {}
+    space = tracking.search_space(tracking.connect(uri, create=False), search_id) or {}
     params = space.get("params") if isinstance(space, dict) else None
     return {str(k): v for k, v in params.items() if isinstance(v, dict)} if params else {}
 

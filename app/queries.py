@@ -13,7 +13,6 @@ import ast
 import json
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -23,7 +22,7 @@ from mixmo_search import tracking
 from mixmo_search.search.pareto import pareto_front
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
+    pass
 
 SEARCHES_TTL_S = 30  # a new search shows up in the picker within this time
 TRIALS_TTL_S = 120  # a running search clears this cache itself on every refresh
@@ -38,22 +37,10 @@ _MAXIMISED = ("acc", "top5", "disagreement", "ratio_error", "member_acc_mean", "
 _SPLIT_ORDER = {"val": 0, "test": 1, "train": 2}
 
 
-def open_store(uri: str) -> MlflowClient:
-    """A checked client; a missing SQLite file is reported, not created (the dashboard reads)."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise tracking.TrackingError(
-                f"no MLflow store at {path}: run a search first (python -m mixmo_search.tune "
-                f"--space search_spaces/quickstart.yaml --mlflow-uri {uri})"
-            )
-    return tracking.connect(uri)
-
-
 @st.cache_data(ttl=SEARCHES_TTL_S, show_spinner=False)
 def searches(uri: str, experiment: str = tracking.EXPERIMENT) -> pd.DataFrame:
     """The experiment's searches, newest first, with `experiment_id`, `best_metric`, `best`."""
-    client = open_store(uri)
+    client = tracking.connect(uri, create=False)
     exp_id = tracking.experiment_id(client, experiment, create=False)
     frame = tracking.list_searches(client, exp_id)
     if frame.empty:
@@ -98,7 +85,9 @@ def search_label(search: Mapping[str, Any]) -> str:
 @st.cache_data(ttl=TRIALS_TTL_S, show_spinner=False)
 def trials(uri: str, exp_id: str, search_id: str) -> pd.DataFrame:
     """The search's trials, one row each, with reported metrics (see `reported_metrics`)."""
-    return reported_metrics(tracking.load_trials(open_store(uri), exp_id, search_id))
+    return reported_metrics(
+        tracking.load_trials(tracking.connect(uri, create=False), exp_id, search_id)
+    )
 
 
 def reported_metrics(raw: pd.DataFrame) -> pd.DataFrame:
@@ -284,7 +273,9 @@ def _picked(trials: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
 @st.cache_data(ttl=HISTORY_TTL_S, show_spinner=False)
 def histories(uri: str, run_ids: tuple[str, ...], metrics: tuple[str, ...]) -> pd.DataFrame:
     """Per-epoch values (run_id, metric, step, value) of `metrics` for `run_ids`."""
-    return tracking.metric_histories(open_store(uri), list(run_ids), list(metrics))
+    return tracking.metric_histories(
+        tracking.connect(uri, create=False), list(run_ids), list(metrics)
+    )
 
 
 def published_note(preset: str, trials: pd.DataFrame) -> str | None:

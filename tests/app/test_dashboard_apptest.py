@@ -176,7 +176,7 @@ def test_missing_store_says_how_to_create_one(monkeypatch, tmp_path):
 
 def test_unreachable_server_is_an_error_not_a_crash(monkeypatch, unreachable_uri):
     app = open_app(monkeypatch, unreachable_uri)
-    assert "cannot reach the MLflow tracking store" in app.error[0].value
+    assert "cannot reach the MLflow store" in app.error[0].value
     assert "Store" in app.error[0].value
 
 

@@ -275,10 +275,10 @@ def test_missing_predictions_are_a_tracking_error(running_store):
 
 def test_store_errors_say_what_to_do(tmp_path, unreachable_uri):
     with pytest.raises(tracking.TrackingError, match="run a search first"):
-        queries.open_store(f"sqlite:///{tmp_path / 'nothing.db'}")
+        tracking.connect(create=False, uri=f"sqlite:///{tmp_path / 'nothing.db'}")
     assert not (tmp_path / "nothing.db").exists()
     with pytest.raises(tracking.TrackingError, match="cannot reach"):
-        queries.open_store(unreachable_uri)
+        tracking.connect(create=False, uri=unreachable_uri)
 
 
 def test_empty_and_running_stores(empty_store, running_store):
