@@ -7,13 +7,14 @@ written to a temporary name and renamed, so a crash never leaves half a checkpoi
 
 from __future__ import annotations
 
-import os
 import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from mixmo_search import files
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -47,10 +48,8 @@ def set_rng_state(state: dict[str, Any], host_gen: torch.Generator) -> None:
 
 
 def save(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with files.replacing(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:

@@ -21,7 +21,8 @@ from mixmo_search.errors import ConfigError
 PRESET_DIR = Path(__file__).parent / "presets"
 
 DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagefolder", "digits")
-MIX_BLOCKS = ("sum", "linear", "cut", "cow", "patchup")
+BINARY_BLOCKS = ("cut", "cow", "patchup")  # mixing.py draws their masks
+MIX_BLOCKS = ("sum", "linear", *BINARY_BLOCKS)
 INPUT_MIXES = ("none", "cutmix", "mixup")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("bf16", "fp32")

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from mixmo_search.config import DataConfig
 from mixmo_search.errors import DataError
+from mixmo_search.files import replacing
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -307,15 +308,10 @@ def _read_cache(path: Path, key: str) -> Split | None:
 
 
 def _write_cache(path: Path, key: str, split: Split) -> None:
-    """Write to a temp file, then rename, so a killed run never leaves a torn cache."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(exist_ok=True)
+    """Replace the cache atomically, so a killed run never leaves a torn one."""
+    # a full disk or a read-only mount: no cache, which is only a speed-up
+    with contextlib.suppress(OSError, RuntimeError), replacing(path) as tmp:
         torch.save({"key": key, "images": split.images, "labels": split.labels}, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError):  # full disk, read-only mount: the cache is only a speed-up
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 def _writable(root: Path) -> bool:

@@ -25,6 +25,8 @@ def replacing(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        with tmp.open("rb+") as written:  # on disk before the rename makes it the file
+            os.fsync(written.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

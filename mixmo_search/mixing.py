@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-BINARY_BLOCKS = ("cut", "cow", "patchup")
+from mixmo_search.config import BINARY_BLOCKS
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def sample_kappa(alpha: float, n_members: int, batch: int, device: torch.device)
     if alpha <= 0:
         return torch.full((n_members, batch), 1.0 / n_members, device=device)
     concentration = torch.full((batch, n_members), float(alpha), device=device)
-    return torch._sample_dirichlet(concentration).T.contiguous()
+    return torch.distributions.Dirichlet(concentration).sample().T.contiguous()
 
 
 def box_masks(kappa: Tensor, h: int, w: int) -> Tensor:
@@ -90,7 +90,7 @@ def patchup_masks(kappa: Tensor, h: int, w: int) -> Tensor:
     return F.max_pool2d(seeds.float(), block, stride=1, padding=block // 2)[..., :h, :w]
 
 
-_BINARY = {"cut": box_masks, "cow": cow_masks, "patchup": patchup_masks}
+_BINARY = {"cut": box_masks, "cow": cow_masks, "patchup": patchup_masks}  # BINARY_BLOCKS
 
 
 def p_at(epoch: int, epochs: int, p: float, decay_start: float = 11 / 12) -> float:

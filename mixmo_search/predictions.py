@@ -7,14 +7,14 @@ across trials never re-run a network.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from torch import Tensor
+
+from mixmo_search import files
 
 _KEYS = ("member_logits", "labels", "sample_ids", "split")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -84,18 +84,8 @@ def save_predictions(
         "split": np.array(split),
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory as the target, so os.replace is a rename on one file system.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            np.savez_compressed(tmp, **arrays)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with files.replacing(path) as tmp, tmp.open("wb") as out:
+        np.savez_compressed(out, **arrays)
     return path
 
 

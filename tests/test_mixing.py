@@ -1,4 +1,5 @@
-"""Pins MixMo's mixing to the spec: clipped boxes, kappa, p schedule, reweighting, input MSDA."""
+"""Pins MixMo's mixing to docs/method.md §Training step: clipped boxes, kappa, p schedule,
+reweighting, input MSDA."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import math
 import pytest
 import torch
 
+from mixmo_search.config import BINARY_BLOCKS, MIX_BLOCKS
 from mixmo_search.mixing import (
-    BINARY_BLOCKS,
     box_masks,
     loss_weights,
     make_mix,
@@ -160,3 +161,10 @@ def test_input_mixup_is_a_uniform_blend():
     )
     assert use.all()
     torch.testing.assert_close(1 - mixed.mean((2, 3, 4)), lam)
+
+
+@pytest.mark.parametrize("block", MIX_BLOCKS)
+def test_every_block_the_config_accepts_mixes(block):
+    mix = _mix(block, n_members=3, batch=8)
+    assert mix.masks.shape == (3, 8, 1, 32, 32) and mix.binary == (block in BINARY_BLOCKS)
+    assert torch.allclose(mix.masks.sum(0), torch.ones(8, 1, 32, 32))  # shares add up to 1
