@@ -19,7 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from mixmo_search import tracking
-from mixmo_search.search.pareto import pareto_front
+from mixmo_search.pareto import pareto_front
 
 if TYPE_CHECKING:
     pass

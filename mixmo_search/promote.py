@@ -218,7 +218,7 @@ def select_trial(
     trials: list[Trial], policy: Policy, *, min_acc: float | None = None, search: str = ""
 ) -> Trial:
     """The trial `policy` picks on validation metrics; ties go to the smallest trial id."""
-    from mixmo_search.search.pareto import knee_point
+    from mixmo_search.pareto import knee_point
 
     eligible = [t for t in trials if min_acc is None or t.val.get("val/acc", -1.0) >= min_acc]
     if not eligible:
@@ -363,7 +363,7 @@ def _refusal(
     policy: Policy, min_acc: float | None, trial: Trial, holder: Holder, model: str, alias: str
 ) -> str | None:
     """Why the holder stays (it is better on the policy's metrics), or None."""
-    from mixmo_search.search.pareto import pareto_front
+    from mixmo_search.pareto import pareto_front
 
     where = f"alias {alias!r} of {model!r} is held by version {holder.version}"
     missing = [m for m in policy.metrics if m not in holder.val]

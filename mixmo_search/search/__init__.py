@@ -1,20 +1,18 @@
-"""The search: YAML spaces, Optuna samplers and Pareto fronts (Ray runs the trials)."""
+"""The search: YAML spaces and Optuna samplers; Ray runs the trials, MLflow records them."""
 
 from __future__ import annotations
 
-from mixmo_search.search.pareto import knee_point, pareto_front
 from mixmo_search.search.samplers import SAMPLERS, make_sampler, sampler_for
-from mixmo_search.search.space import (
+from mixmo_search.search.space import SearchSpace, load_space
+from mixmo_search.search.types import (
     Budget,
     Objective,
     Param,
     Resources,
     SamplerSpec,
     SchedulerSpec,
-    SearchSpace,
     SpaceError,
     SpaceWarning,
-    load_space,
 )
 
 __all__ = [
@@ -28,9 +26,7 @@ __all__ = [
     "SearchSpace",
     "SpaceError",
     "SpaceWarning",
-    "knee_point",
     "load_space",
     "make_sampler",
-    "pareto_front",
     "sampler_for",
 ]

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from mixmo_search.config import SECTIONS, TrainConfig
-from mixmo_search.search.space import SpaceError, SpaceWarning
+from mixmo_search.search.types import SpaceError, SpaceWarning
 
 TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

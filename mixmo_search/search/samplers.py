@@ -1,21 +1,104 @@
 """Optuna samplers by name: the `sampler:` block of a search space becomes a seeded sampler.
 
 tpe, random, gp and nsga2 handle one or several objectives; cmaes handles one (and draws
-categorical params at random); grid enumerates the categorical and int params. cmaes needs
-`pip install cmaes`; gp needs scipy and torch. The rules live in `schema.check_sampler`, so a
-bad sampler fails when the space loads, before any trial runs.
+categorical params at random); grid enumerates the categorical and int params. The options a
+space may pass are read from each Optuna sampler's own signature (scalar arguments that its
+documentation does not mark deprecated), and `check_sampler` holds the rules that tie a
+sampler to a space, so a bad sampler fails when the space loads, before any trial runs.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
+import re
 from collections.abc import Sequence
+from functools import cache
+from typing import TYPE_CHECKING
 
 import optuna
 
-from mixmo_search.search.schema import SAMPLER_OPTIONS, check_sampler
-from mixmo_search.search.space import Param, SamplerSpec, SearchSpace
+from mixmo_search.search.fields import Where, check_fields, one_of, plain, typed, warn
+from mixmo_search.search.types import Param, SamplerSpec, SpaceError
 
-SAMPLERS = tuple(SAMPLER_OPTIONS)
+if TYPE_CHECKING:
+    from mixmo_search.search.space import SearchSpace
+
+CLASSES: dict[str, type[optuna.samplers.BaseSampler]] = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+    "grid": optuna.samplers.GridSampler,
+}
+SAMPLERS = tuple(CLASSES)
+PACKAGES: dict[str, tuple[str, ...]] = {"cmaes": ("cmaes",), "gp": ("scipy", "torch")}
+_SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+@cache
+def options(sampler: str) -> dict[str, type]:
+    """{option: type} a space may set for `sampler`: the constructor's arguments of a plain
+    type (not callables, samplers or trials), without `seed` and deprecated ones."""
+    cls = CLASSES[sampler]
+    doc = inspect.getdoc(cls) or ""
+    found: dict[str, type] = {}
+    for name, arg in inspect.signature(cls.__init__).parameters.items():
+        kind = _SCALARS.get(str(arg.annotation).removesuffix(" | None"))
+        entry = re.search(rf"^ {{0,8}}{name}:\n(.*?)(?=^ {{0,8}}\w+:\n|\Z)", doc, re.M | re.S)
+        deprecated = entry is not None and "Deprecated" in entry[1]
+        if kind is not None and name != "seed" and not deprecated:
+            found[name] = kind
+    return found
+
+
+def check_sampler(
+    spec: SamplerSpec, n_objectives: int, params: Sequence[Param], *, where: Where = plain
+) -> None:
+    """Rules tying a sampler to the objectives and params; warns where it would run poorly."""
+    at = where("sampler", "type")
+    one_of(spec.type, list(SAMPLERS), at, "sampler")
+    allowed = options(spec.type)
+    check_fields(spec.options, [*allowed, "type", "seed"], where, "sampler")
+    for option, value in spec.options.items():
+        typed(value, allowed[option], where("sampler", option))
+    missing = [p for p in PACKAGES.get(spec.type, ()) if not importlib.util.find_spec(p)]
+    if missing:
+        raise SpaceError(
+            f"{at}: sampler {spec.type} needs {', '.join(missing)}; run "
+            f"`pip install {' '.join(missing)}` or choose tpe"
+        )
+    if spec.type == "cmaes" and n_objectives > 1:
+        raise SpaceError(
+            f"{at}: cmaes optimises one objective, this space has {n_objectives}; "
+            "use nsga2, tpe or gp, or keep one objective"
+        )
+    if spec.type == "tpe" and spec.options.get("group") and not spec.options.get("multivariate"):
+        raise SpaceError(
+            f"{where('sampler', 'group')}: tpe's `group: true` needs "
+            "`multivariate: true`; add it or drop `group`"
+        )
+    searched = [p for p in params if p.type != "fixed"]
+    for p in searched if spec.type == "grid" else ():
+        if p.type in ("uniform", "loguniform"):
+            raise SpaceError(
+                f"{where('params', p.key, 'type')}: the grid sampler needs finite "
+                f"values, not {p.type}; list them as categorical, make it int, or "
+                "use tpe/random"
+            )
+        if p.when:
+            raise SpaceError(
+                f"{where('params', p.key, 'when')}: the grid sampler runs every "
+                "combination, so a conditional param repeats identical trials; "
+                "drop the `when` or use tpe/random"
+            )
+    if spec.type == "cmaes" and any(p.type == "categorical" for p in searched):
+        warn(f"{at}: cmaes draws categorical params at random; tpe or gp model them")
+    if spec.type in ("cmaes", "gp") and any(p.when for p in searched):
+        warn(f"{at}: {spec.type} draws conditional params at random; tpe models them")
+    if spec.type == "nsga2" and n_objectives == 1:
+        warn(f"{at}: nsga2 on one objective is a plain genetic algorithm; tpe needs fewer trials")
 
 
 class AskTellGridSampler(optuna.samplers.GridSampler):
@@ -40,19 +123,10 @@ def make_sampler(
 ) -> optuna.samplers.BaseSampler:
     """A seeded Optuna sampler for `spec`; grid enumerates `params` (fixed ones excluded)."""
     check_sampler(spec, n_objectives, params)
-    seed, options = spec.seed, spec.options
-    if spec.type == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, **options)
-    if spec.type == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec.type == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, **options)
-    if spec.type == "gp":
-        return optuna.samplers.GPSampler(seed=seed, **options)
-    if spec.type == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, **options)
-    grid = {p.key: p.grid_values() for p in params if p.type != "fixed"}
-    return AskTellGridSampler(grid, seed=seed)
+    if spec.type == "grid":
+        grid = {p.key: p.grid_values() for p in params if p.type != "fixed"}
+        return AskTellGridSampler(grid, seed=spec.seed)
+    return CLASSES[spec.type](seed=spec.seed, **spec.options)
 
 
 def sampler_for(space: SearchSpace) -> optuna.samplers.BaseSampler:

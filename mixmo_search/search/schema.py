@@ -1,13 +1,12 @@
 """The rules of a search-space file: one parser per top-level key (format: `space.py`).
 
-Each parser turns its block into the classes of `space.py` or raises a `SpaceError` that names
-the file, line and key, what is allowed and the fix; `load_space` calls them in turn, and
-`samplers.make_sampler` applies `check_sampler` to samplers built by hand.
+Each parser turns its block into the classes of `types.py` or raises a `SpaceError` that names
+the file, line and key, what is allowed and the fix; `space.load_space` calls them in turn.
+The sampler's own rules live with the samplers (`samplers.check_sampler`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 from collections.abc import Sequence
@@ -24,13 +23,12 @@ from mixmo_search.search.fields import (
     did_you_mean,
     mapping,
     one_of,
-    plain,
     read_yaml,
     seconds,
     typed,
     warn,
 )
-from mixmo_search.search.space import (
+from mixmo_search.search.types import (
     Budget,
     Objective,
     Param,
@@ -53,25 +51,6 @@ PARAM_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "categorical": (("choices",), ("when",)),
     "fixed": (("value",), ("when",)),
 }
-# Options a YAML file may pass to each Optuna sampler (callables and deprecated ones left out)
-SAMPLER_OPTIONS: dict[str, dict[str, type]] = {
-    "tpe": {
-        "n_startup_trials": int, "n_ei_candidates": int, "multivariate": bool, "group": bool,
-        "constant_liar": bool, "prior_weight": float, "consider_endpoints": bool,
-    },
-    "random": {},
-    "cmaes": {
-        "n_startup_trials": int, "sigma0": float, "popsize": int, "use_separable_cma": bool,
-        "with_margin": bool, "lr_adapt": bool, "consider_pruned_trials": bool,
-    },
-    "gp": {"n_startup_trials": int, "deterministic_objective": bool},
-    "nsga2": {
-        "population_size": int, "mutation_prob": float, "crossover_prob": float,
-        "swapping_prob": float,
-    },
-    "grid": {},
-}  # fmt: skip
-SAMPLER_PACKAGES: dict[str, tuple[str, ...]] = {"cmaes": ("cmaes",), "gp": ("scipy", "torch")}
 SCHEDULER_OPTIONS: dict[str, dict[str, type]] = {
     "fifo": {},
     "asha": {"grace_period": int, "reduction_factor": float, "max_t": int},
@@ -110,54 +89,6 @@ def parse_name(name: Any, where: Where) -> str:
             f"MLflow experiment and the Ray folder); got {name!r}"
         )
     return name
-
-
-def check_sampler(
-    spec: SamplerSpec, n_objectives: int, params: Sequence[Param], *, where: Where = plain
-) -> None:
-    """Rules tying a sampler to the objectives and params; warns where it would run poorly."""
-    at = where("sampler", "type")
-    one_of(spec.type, list(SAMPLER_OPTIONS), at, "sampler")
-    allowed = SAMPLER_OPTIONS[spec.type]
-    check_fields(spec.options, [*allowed, "type", "seed"], where, "sampler")
-    for option, value in spec.options.items():
-        typed(value, allowed[option], where("sampler", option))
-    missing = [p for p in SAMPLER_PACKAGES.get(spec.type, ()) if not importlib.util.find_spec(p)]
-    if missing:
-        raise SpaceError(
-            f"{at}: sampler {spec.type} needs {', '.join(missing)}; run "
-            f"`pip install {' '.join(missing)}` or choose tpe"
-        )
-    if spec.type == "cmaes" and n_objectives > 1:
-        raise SpaceError(
-            f"{at}: cmaes optimises one objective, this space has {n_objectives}; "
-            "use nsga2, tpe or gp, or keep one objective"
-        )
-    if spec.type == "tpe" and spec.options.get("group") and not spec.options.get("multivariate"):
-        raise SpaceError(
-            f"{where('sampler', 'group')}: tpe's `group: true` needs "
-            "`multivariate: true`; add it or drop `group`"
-        )
-    searched = [p for p in params if p.type != "fixed"]
-    for p in searched if spec.type == "grid" else ():
-        if p.type in ("uniform", "loguniform"):
-            raise SpaceError(
-                f"{where('params', p.key, 'type')}: the grid sampler needs finite "
-                f"values, not {p.type}; list them as categorical, make it int, or "
-                "use tpe/random"
-            )
-        if p.when:
-            raise SpaceError(
-                f"{where('params', p.key, 'when')}: the grid sampler runs every "
-                "combination, so a conditional param repeats identical trials; "
-                "drop the `when` or use tpe/random"
-            )
-    if spec.type == "cmaes" and any(p.type == "categorical" for p in searched):
-        warn(f"{at}: cmaes draws categorical params at random; tpe or gp model them")
-    if spec.type in ("cmaes", "gp") and any(p.when for p in searched):
-        warn(f"{at}: {spec.type} draws conditional params at random; tpe models them")
-    if spec.type == "nsga2" and n_objectives == 1:
-        warn(f"{at}: nsga2 on one objective is a plain genetic algorithm; tpe needs fewer trials")
 
 
 def parse_base(raw: Any, where: Where) -> tuple[str | None, dict[str, Any], dict[str, Any]]:

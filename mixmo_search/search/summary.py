@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mixmo_search.search.pareto import pareto_front
+from mixmo_search.pareto import pareto_front
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -10,7 +10,7 @@ import pytest
 from app import ensembles, parameters, queries
 from mixmo_search import tracking
 from mixmo_search.ensembles import ensemble_cost, evaluate_ensemble
-from mixmo_search.search.pareto import pareto_front
+from mixmo_search.pareto import pareto_front
 from mixmo_search.search.space import load_space
 
 OBJECTIVES = ["val/acc", "val/disagreement"]  # tests/spaces/pareto_small.yaml

@@ -135,3 +135,18 @@ def test_grid_refuses_continuous_params(tmp_path: Path) -> None:
     path.write_text(SPACE.replace("objective:\n", lr + "objective:\n"))
     with pytest.raises(SpaceError, match="grid sampler needs finite values"):
         make_sampler(SamplerSpec("grid"), 1, params=load_space(path).params)
+
+
+def test_sampler_options_come_from_optunas_own_signatures():
+    from mixmo_search.search.samplers import options
+
+    tpe = {"n_startup_trials": int, "n_ei_candidates": int, "multivariate": bool, "group": bool,
+           "constant_liar": bool}  # fmt: skip
+    assert options("tpe") == tpe
+    assert "population_size" in options("nsga2") and options("random") == {}
+    # not offered: callables, sampler objects, the seed (its own key), deprecated arguments
+    assert not {"gamma", "independent_sampler", "seed", "sigma0", "consider_endpoints"} & {
+        *options("tpe"),
+        *options("cmaes"),
+        *options("gp"),
+    }

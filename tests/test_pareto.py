@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from mixmo_search.search import knee_point, pareto_front
+from mixmo_search.pareto import knee_point, pareto_front
 
 
 def dominates(a: list[float], b: list[float]) -> bool:
