@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-    from mixmo_search.registry import classify, load_network
+    from mixmo_search.serving import classify, load_network
 
     files = image_files(args.images)  # before loading: a typo should not wait for the model
     network = load_network(args.model, tracking_uri=args.mlflow_uri, device=args.device)

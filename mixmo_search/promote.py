@@ -5,7 +5,7 @@
 A policy picks one *finished* trial on its validation metrics (`final/val/*`; test never
 selects). The trial's network is rebuilt from its params and `checkpoint/best.pt` and
 re-evaluated on the test split, which checks that the trainer's `final/test/acc` still
-reproduces. It is then logged as a pyfunc model (`registry.publish`) in a new child run of the
+reproduces. It is then logged as a pyfunc model (`serving.publish`) in a new child run of the
 search (tag `mixmo.kind=promotion`), registered as a new version of `--model-name` (default
 `mixmo-<search>`), tagged with its lineage and metrics, and given the alias.
 
@@ -308,7 +308,7 @@ def _metrics(row: dict[str, Any], prefix: str) -> dict[str, float]:
 
 
 def _holder(client: MlflowClient, model_name: str, alias: str) -> Holder | None:
-    from mixmo_search.registry import alias_holder
+    from mixmo_search.serving import alias_holder
 
     version = alias_holder(client, model_name, alias)
     if version is None:
@@ -330,7 +330,7 @@ def _holder(client: MlflowClient, model_name: str, alias: str) -> Holder | None:
 
 def _registered_version(client: MlflowClient, model_name: str, trial_run_id: str) -> str | None:
     """The version of `model_name` already made from the trial `trial_run_id`, if any."""
-    from mixmo_search.registry import versions
+    from mixmo_search.serving import versions
 
     for version in versions(client, model_name):
         if version.tags.get("mixmo.trial_run_id") == trial_run_id:
@@ -391,10 +391,9 @@ def _carry_out(plan: PromotionPlan, device: str) -> Promotion:
     """Rebuild and re-test the network (still writing nothing), then log, register, alias."""
     import torch
 
-    from mixmo_search import registry
+    from mixmo_search import serving
     from mixmo_search.datasets import load_dataset
-    from mixmo_search.inference import member_logits, resolve_device
-    from mixmo_search.metrics import evaluate
+    from mixmo_search.inference import InputFormat, build_network, evaluate_split, resolve_device
 
     client = tracking.connect(plan.tracking_uri)
     trial = plan.trial
@@ -404,26 +403,23 @@ def _carry_out(plan: PromotionPlan, device: str) -> Promotion:
         best = tracking.download_artifact(client, trial.run_id, "checkpoint/best.pt", tmp)
         state = torch.load(best, map_location="cpu", weights_only=True)
     ds = load_dataset(cfg.data)
-    input_format = registry.InputFormat.of(ds)
-    network = registry.build_network(cfg, input_format, state["model"], resolve_device(device))
+    network = build_network(cfg, InputFormat.of(ds), state["model"], resolve_device(device))
 
     # as the trainer scored test (its precision, the validation temperature): like with like
-    logits = member_logits(
-        network.model, ds.test.images.to(network.normalize.scale.device), network.normalize,
-        cfg.run.eval_batch_size, precision=cfg.run.precision,
+    measured, logits = evaluate_split(
+        network.model, ds.test.to(network.normalize.scale.device), network.normalize,
+        prefix="test", batch_size=cfg.run.eval_batch_size, precision=cfg.run.precision,
+        temperature=trial.val.get("val/temperature"),
     )  # fmt: skip
     if not torch.isfinite(logits).all():
         raise PromoteError(
             f"trial {trial.trial_id}'s network gives non-finite outputs on the test split; it "
             "cannot be promoted (choose another with --trial, or retrain it)"
         )
-    measured = evaluate(
-        logits, ds.test.labels, prefix="test", temperature=trial.val.get("val/temperature")
-    )
     warnings = _test_check(trial, measured["test/acc"], len(ds.test))
 
     # writes start here: every check above has passed
-    run_id, version = registry.publish(
+    run_id, version = serving.publish(
         client, network, ds.test.images[:2], experiment_id=plan.experiment_id,
         search=plan.search, search_run_id=plan.parent_run_id, trial_id=trial.trial_id,
         trial_run_id=trial.run_id, policy=plan.policy.name, chosen_by=plan.chosen_by,

@@ -28,7 +28,7 @@ from mixmo_search.cost import inference_cost
 from mixmo_search.data import Normalizer, epoch_indices
 from mixmo_search.datasets import Dataset, load_dataset
 from mixmo_search.errors import ConfigError, Parser, TrainingDiverged, exit_on_user_error
-from mixmo_search.inference import autocast, member_logits, resolve_device
+from mixmo_search.inference import autocast, evaluate_split, member_logits, resolve_device
 from mixmo_search.metrics import evaluate
 from mixmo_search.mixing import p_at
 from mixmo_search.models import MixMoNet, create_model
@@ -270,11 +270,11 @@ def _evaluate_best(
     final: dict[str, float] = {}
     for split in ("val", "test") if len(ds.val) else ("test",):
         part = getattr(ds, split)
-        logits = member_logits(
-            model, part.images, normalize, cfg.run.eval_batch_size, precision=cfg.run.precision
-        )
         temperature = final.get("val/temperature", 1.0) if split == "test" else None
-        metrics = evaluate(logits, part.labels, prefix=split, temperature=temperature)
+        metrics, logits = evaluate_split(
+            model, part, normalize, prefix=split, batch_size=cfg.run.eval_batch_size,
+            precision=cfg.run.precision, temperature=temperature,
+        )  # fmt: skip
         if not len(ds.val):
             metrics = {k: v for k, v in metrics.items() if not k.endswith(UNFITTED)}
         final.update(metrics)

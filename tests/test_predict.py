@@ -14,7 +14,7 @@ from PIL import Image
 
 from mixmo_search.predict import image_files, main, read_images
 from mixmo_search.promote import promote
-from mixmo_search.registry import classify, load_network
+from mixmo_search.serving import classify, load_network
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,8 @@ def test_an_image_past_pils_pixel_cap_is_one_line_and_exit_2(promoted, tmp_path,
 
 
 def test_non_finite_outputs_are_refused_not_printed(promoted, digit_folder):
-    from mixmo_search.registry import NonFiniteOutput, build_network
+    from mixmo_search.inference import build_network
+    from mixmo_search.serving import NonFiniteOutput
 
     store, model_uri = promoted
     network = load_network(model_uri, tracking_uri=store)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -32,11 +32,15 @@ from torch import Tensor
 from mixmo_search import tracking
 from mixmo_search.checkpoint import code_revision
 from mixmo_search.config import TrainConfig, resolve_config
-from mixmo_search.data import Normalizer
 from mixmo_search.errors import UserError
-from mixmo_search.inference import member_logits, resolve_device
+from mixmo_search.inference import (
+    InputFormat,
+    LoadedNetwork,
+    build_network,
+    member_logits,
+    resolve_device,
+)
 from mixmo_search.metrics import ensemble_logits
-from mixmo_search.models import MixMoNet, create_model
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -44,7 +48,6 @@ if TYPE_CHECKING:
     from mlflow.models import ModelSignature
     from mlflow.models.model import ModelInfo
 
-    from mixmo_search.datasets import Dataset
 
 WEIGHTS, NETWORK = "weights.pt", "network.json"
 LOGGED_NAME = "model"  # the LoggedModel's name inside the promotion run
@@ -54,31 +57,6 @@ PROMOTED_TRIAL = "mixmo.promoted_trial"  # not mixmo.trial_id: trial_runs() maps
 
 class NonFiniteOutput(UserError):
     """The network's logits are NaN or infinite: no answer is given rather than a wrong one."""
-
-
-@dataclass(frozen=True)
-class InputFormat:
-    """Images a network takes: (N, in_channels, image_size, image_size) raw pixels."""
-
-    in_channels: int
-    image_size: int
-    num_classes: int
-    mean: tuple[float, ...]  # per channel in [0, 1] pixel units: the trainer's normalisation
-    std: tuple[float, ...]
-
-    @classmethod
-    def of(cls, ds: Dataset) -> InputFormat:
-        """The format of the data set a network was trained on."""
-        return cls(ds.in_channels, ds.image_size, ds.num_classes, ds.mean, ds.std)
-
-
-class LoadedNetwork(NamedTuple):
-    """A network ready for inference (eval mode), with what it was trained from."""
-
-    model: MixMoNet
-    config: TrainConfig
-    normalize: Normalizer
-    input_format: InputFormat
 
 
 @dataclass(frozen=True)
@@ -98,27 +76,6 @@ class Classification:
         for k, member_votes in enumerate(self.votes.cpu().numpy().astype(np.int64)):
             columns[f"vote_{k}"] = member_votes
         return pd.DataFrame(columns)
-
-
-def build_network(
-    config: TrainConfig,
-    input_format: InputFormat,
-    state_dict: dict[str, Tensor],
-    device: torch.device | str = "cpu",
-) -> LoadedNetwork:
-    """The trained network of `config` with `state_dict` loaded, in eval mode on `device`."""
-    device = torch.device(device)
-    model = create_model(
-        config.model.name,
-        n_members=config.model.n_members,
-        num_classes=input_format.num_classes,
-        in_channels=input_format.in_channels,
-        stem_stride=config.model.stem_stride,
-    )
-    model.load_state_dict(state_dict)
-    model = model.to(device, memory_format=torch.channels_last).eval()
-    normalize = Normalizer(input_format.mean, input_format.std, device)
-    return LoadedNetwork(model, config, normalize, input_format)
 
 
 def classify(network: LoadedNetwork, images: Tensor) -> Classification:
