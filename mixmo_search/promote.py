@@ -322,8 +322,8 @@ def _holder(client: MlflowClient, model_name: str, alias: str) -> Holder | None:
                 pass  # a hand-written tag: not a metric to compare on
     return Holder(
         str(version.version),
-        version.tags.get("mixmo.trial_id", "?"),
-        version.tags.get("mixmo.trial_run_id", ""),
+        version.tags.get(tracking.TRIAL_ID, "?"),
+        version.tags.get(tracking.TRIAL_RUN_ID, ""),
         val,
     )
 
@@ -333,7 +333,7 @@ def _registered_version(client: MlflowClient, model_name: str, trial_run_id: str
     from mixmo_search.serving import versions
 
     for version in versions(client, model_name):
-        if version.tags.get("mixmo.trial_run_id") == trial_run_id:
+        if version.tags.get(tracking.TRIAL_RUN_ID) == trial_run_id:
             return str(version.version)
     return None
 

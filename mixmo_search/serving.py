@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 WEIGHTS, NETWORK = "weights.pt", "network.json"
 LOGGED_NAME = "model"  # the LoggedModel's name inside the promotion run
 PROMOTION = "promotion"  # `mixmo.kind` of the run a promotion logs its model in
-PROMOTED_TRIAL = "mixmo.promoted_trial"  # not mixmo.trial_id: trial_runs() maps that to trials
 
 
 class NonFiniteOutput(UserError):
@@ -261,8 +260,8 @@ def publish(
         run_name=f"promote-{trial_id}",
         tags={
             tracking.PARENT: search_run_id, tracking.KIND: PROMOTION,
-            tracking.SEARCH: search, PROMOTED_TRIAL: trial_id,
-            "mixmo.trial_run_id": trial_run_id, "mixmo.policy": policy,
+            tracking.SEARCH: search, tracking.PROMOTED_TRIAL: trial_id,
+            tracking.TRIAL_RUN_ID: trial_run_id, tracking.POLICY: policy,
         },
     )  # fmt: skip
     run_id = run.info.run_id
@@ -270,15 +269,15 @@ def publish(
     tracking.log_metrics(client, run_id, measured, step=0)
     info = log_network(client, run_id, network, example)
     tags = {
-        "mixmo.search": search,
-        "mixmo.trial_id": trial_id,
-        "mixmo.trial_run_id": trial_run_id,
-        "mixmo.policy": policy,
-        "mixmo.chosen_by": chosen_by,
-        "mixmo.space_digest": parent.get("mixmo.space_digest", "unknown"),
-        "mixmo.code_revision": parent.get("mixmo.code_revision", "unknown"),
-        "mixmo.promote_code_revision": code_revision(),
-        **({"mixmo.min_acc": str(min_acc)} if min_acc is not None else {}),
+        tracking.SEARCH: search,
+        tracking.TRIAL_ID: trial_id,
+        tracking.TRIAL_RUN_ID: trial_run_id,
+        tracking.POLICY: policy,
+        tracking.CHOSEN_BY: chosen_by,
+        tracking.SPACE_DIGEST: parent.get(tracking.SPACE_DIGEST, "unknown"),
+        tracking.CODE_REVISION: parent.get(tracking.CODE_REVISION, "unknown"),
+        tracking.PROMOTE_CODE_REVISION: code_revision(),
+        **({tracking.MIN_ACC: str(min_acc)} if min_acc is not None else {}),
         **{k: repr(v) for k, v in trial_metrics.items()},
         "promote/test/acc": repr(measured["test/acc"]),
     }

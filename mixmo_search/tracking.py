@@ -9,7 +9,8 @@ Layout of the store (the dashboard and `promote` read it through the functions b
 - one child run per trial (tag `mlflow.parentRunId`): tags `mixmo.kind=trial`,
   `mixmo.trial_id`, `mixmo.status` (running, finished, pruned, failed, interrupted),
   `mixmo.error` for failures, `mixmo.pareto`, and `mixmo.optuna_trial` (the Optuna trial
-  number, where the search logs it); params = the whole resolved training config
+  number); a pruned trial's run is KILLED and named `<trial> (pruned at epoch E)`;
+  params = the whole resolved training config
   (`section.key`); per-epoch metrics with step = epoch (`train/*`, `val/*`, `lr`, `p`);
   for finished trials `final/val/*`, `final/test/*` (the best validation epoch's model) and
   `final/cost/*` (its inference cost), and the artifacts `predictions/{val,test}.npz` and
@@ -44,6 +45,17 @@ EXPERIMENT = "mixmo-search"
 KIND, SEARCH, TRIAL_ID, STATUS, ERROR, PARETO, OPTUNA_TRIAL, STORAGE = (
     "mixmo.kind", "mixmo.search", "mixmo.trial_id", "mixmo.status", "mixmo.error",
     "mixmo.pareto", "mixmo.optuna_trial", "mixmo.storage",
+)  # fmt: skip
+# the parent run of a search
+BEST_TRIAL, OBJECTIVES, SAMPLER, SPACE_FILE, SPACE_DIGEST, CODE_REVISION = (
+    "mixmo.best_trial", "mixmo.objectives", "mixmo.sampler", "mixmo.space_file",
+    "mixmo.space_digest", "mixmo.code_revision",
+)  # fmt: skip
+# a promotion's run and registered version
+TRIAL_RUN_ID, POLICY, CHOSEN_BY, MIN_ACC, PROMOTED_TRIAL, PROMOTE_CODE_REVISION = (
+    "mixmo.trial_run_id", "mixmo.policy", "mixmo.chosen_by", "mixmo.min_acc",
+    "mixmo.promoted_trial",  # not TRIAL_ID: `trial_runs` maps that tag to the search's trials
+    "mixmo.promote_code_revision",
 )  # fmt: skip
 PARENT = "mlflow.parentRunId"
 SQL_SCHEMES = ("sqlite", "postgresql")  # stores `load_trials` reads with SQL
@@ -295,8 +307,8 @@ def list_searches(client: MlflowClient, exp_id: str) -> pd.DataFrame:
             "run_id": r.info.run_id,
             "status": r.info.status,
             "start_time": pd.to_datetime(r.info.start_time, unit="ms"),
-            "objectives": r.data.tags.get("mixmo.objectives", "[]"),
-            "best_trial": r.data.tags.get("mixmo.best_trial", ""),
+            "objectives": r.data.tags.get(OBJECTIVES, "[]"),
+            "best_trial": r.data.tags.get(BEST_TRIAL, ""),
             "storage": r.data.tags.get(STORAGE, ""),
             "preset": r.data.params.get("preset", ""),
             **{k: v for k, v in r.data.metrics.items() if k.startswith(("trials/", "final/"))},

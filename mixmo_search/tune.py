@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from mixmo_search import tracking
 from mixmo_search.errors import Parser, exit_on_user_error
 
 
@@ -30,7 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto)")
     parser.add_argument("--storage", help="folder for searches (default: runs/searches)")
     parser.add_argument("--mlflow-uri", help="tracking URI (default: sqlite:///mlflow.db)")
-    parser.add_argument("--experiment", default="mixmo-search", help="MLflow experiment")
+    parser.add_argument(
+        "--experiment", default=tracking.EXPERIMENT, help="MLflow experiment (default %(default)s)"
+    )
     parser.add_argument(
         "--warm-start",
         metavar="SEARCH",

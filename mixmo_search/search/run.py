@@ -347,7 +347,7 @@ def run_search(plan: SearchPlan) -> dict[str, Any]:
         client, parent_id, {f"trials/{k}": v for k, v in summary["counts"].items()}, step=0
     )
     if summary["best"]:
-        client.set_tag(parent_id, "mixmo.best_trial", summary["best"]["trial_id"])
+        client.set_tag(parent_id, tracking.BEST_TRIAL, summary["best"]["trial_id"])
         tracking.log_metrics(client, parent_id, summary["best"]["objectives"], step=0)
     tracking.set_status(client, parent_id, "finished")
     _write_meta(plan, parent_id, "finished")
@@ -382,15 +382,15 @@ def _start_parent(client: Any, exp_id: str, plan: SearchPlan) -> str:
         exp_id,
         name=plan.name,
         tags={
-            "mixmo.space_file": str(space.path),
-            "mixmo.space_digest": hashlib.sha256(text.encode()).hexdigest()[:16],
-            "mixmo.code_revision": code_revision(),
-            "mixmo.sampler": space.sampler.type,
-            "mixmo.objectives": json_dumps(
+            tracking.SPACE_FILE: str(space.path),
+            tracking.SPACE_DIGEST: hashlib.sha256(text.encode()).hexdigest()[:16],
+            tracking.CODE_REVISION: code_revision(),
+            tracking.SAMPLER: space.sampler.type,
+            tracking.OBJECTIVES: json_dumps(
                 [{"metric": m, "mode": d} for m, d in zip(metrics, modes, strict=True)]
             ),
-            "mixmo.storage": str(plan.path),
-            "mixmo.status": "running",
+            tracking.STORAGE: str(plan.path),
+            tracking.STATUS: "running",
         },  # fmt: skip
         params={
             "sampler": space.sampler.type,
