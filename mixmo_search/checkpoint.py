@@ -1,12 +1,14 @@
-"""Trainer checkpoints: everything needed to resume bit-for-bit, loaded with weights_only=True.
+"""Trainer checkpoints: everything a resumed run needs, loaded with weights_only=True.
 
-`last.pt` (written every epoch) holds the model, optimizer, epoch, best validation score
-and every RNG state; `best.pt` holds the weights of the best validation epoch. Files are
-written to a temporary name and renamed, so a crash never leaves half a checkpoint.
+`last.pt` holds the model, optimizer, epoch, best validation score and every RNG state;
+`best.pt` holds the weights of the kept epoch. A resumed CPU run continues bit for bit; on
+CUDA, cudnn's autotuned kernels (`cudnn.benchmark`) make it equal up to float rounding.
+Files are replaced atomically (`files.replacing`), so a crash never leaves half a checkpoint.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -22,8 +24,11 @@ BEST = "best.pt"
 
 @cache
 def code_revision() -> str:
-    """The git commit of the package's checkout ("unknown" outside a git checkout)."""
+    """The git commit of the package's checkout, else `$MIXMO_COMMIT` (set by the worker image,
+    which installs a copy without .git), else "unknown"."""
     root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return os.environ.get("MIXMO_COMMIT", "unknown")
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
