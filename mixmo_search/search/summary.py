@@ -72,12 +72,14 @@ def _by_param(
     import ast
 
     found: dict[str, dict[str, float]] = {}
+    if finished.empty:
+        return found
     drawn = [set(ast.literal_eval(v)) for v in finished.get("param.searched", [])]
     for param in space.params:
         column = f"param.{param.key}"
         if param.type not in ("categorical", "int") or column not in finished:
             continue
-        rows = finished[[param.key in keys for keys in drawn]]
+        rows = finished.loc[[param.key in keys for keys in drawn]]
         means = rows.groupby(column)[metric].mean().dropna()
         if len(means) >= 2:
             ordered = means.sort_values(ascending=mode == "min")
