@@ -33,9 +33,9 @@ class PreActBlock(nn.Module):
             self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        pre = F.relu(self.bn1(x))
+        pre = F.relu(self.bn1(x), inplace=True)  # in place: BN's backward reads its input
         skip = x if self.shortcut is None else self.shortcut(pre)
-        out = self.conv2(F.relu(self.bn2(self.conv1(pre))))
+        out = self.conv2(F.relu(self.bn2(self.conv1(pre)), inplace=True))
         return out + skip
 
 

@@ -36,10 +36,12 @@ class WideBlock(nn.Module):
             self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn2(self.conv1(F.relu(self.bn1(x)))))
+        # In-place ReLUs: BatchNorm's backward needs its input, not its output, so the ReLU
+        # can overwrite it and one activation less is kept per BN-ReLU.
+        out = self.bn2(self.conv1(F.relu(self.bn1(x), inplace=True)))
         if self.stride != 1:
-            out = F.pad(out, (0, 1, 0, 1))  # (left, right, top, bottom)
-        out = self.conv2(out)
+            out = F.pad(out, (0, 1, 0, 1))  # (left, right, top, bottom); relu(0) = 0
+        out = self.conv2(F.relu(out, inplace=True))
         return out + (x if self.shortcut is None else self.shortcut(x))
 
 
@@ -53,7 +55,7 @@ def _wide_core(in_channels: int, widths: Sequence[int], blocks_per_group: int) -
     return nn.Sequential(
         *blocks,
         nn.BatchNorm2d(in_channels),  # the blocks end on a sum: pre-activate the features
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),  # (B, widths[-1])
     )
