@@ -1,8 +1,4 @@
-"""Pre-activation ResNets as MixMoNets: the shared builder, and PreActResNet-18-w entry points.
-
-The Wide ResNet family (`wrn.py`) is the same network with three wide stages, so it reuses
-`build_preact_net` from here.
-"""
+"""PreActResNet-18-w (He et al. 2016) as a MixMoNet, with its entry points (Tiny ImageNet)."""
 
 from __future__ import annotations
 
@@ -13,13 +9,17 @@ from torch import Tensor, nn
 
 from mixmo_search.models.mixmo import MixMoNet
 from mixmo_search.models.registry import register_model
+from mixmo_search.models.weight_init import init_weights
+
+STEM_WIDTH = 64  # channels out of each encoder
+BLOCKS_PER_STAGE = 2  # 18 layers: stem + 4 stages x 2 blocks x 2 convs + head
 
 
 class PreActBlock(nn.Module):
     """Pre-activation basic block: BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3, plus shortcut.
 
-    When the shape changes the shortcut is a 1x1 conv of the pre-activated input (He et al.
-    2016; Zagoruyko & Komodakis's wide basic block is the same block, wider).
+    When the shape changes the shortcut is a 1x1 conv of the *pre-activated* input, as in the
+    reference. (The WRN wide block differs on both counts: see `wrn.WideBlock`.)
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
@@ -33,88 +33,58 @@ class PreActBlock(nn.Module):
             self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        pre = F.relu(self.bn1(x))
+        pre = F.relu(self.bn1(x), inplace=True)  # in place: BN's backward reads its input
         skip = x if self.shortcut is None else self.shortcut(pre)
-        out = self.conv2(F.relu(self.bn2(self.conv1(pre))))
+        out = self.conv2(F.relu(self.bn2(self.conv1(pre)), inplace=True))
         return out + skip
 
 
-def _preact_core(
-    in_channels: int, widths: Sequence[int], blocks_per_stage: int, strides: Sequence[int]
-) -> nn.Sequential:
-    """Stages of pre-activation blocks, then BN-ReLU, global average pool and flatten."""
+def _preact_core(widths: Sequence[int], strides: Sequence[int]) -> nn.Sequential:
+    """Four stages of two pre-activation blocks, then global average pooling.
+
+    No BN-ReLU before the pooling, as in the reference (docs/method.md §Architectures): the
+    features are the last block's sum. The reference pools 4x4 (the last map on Tiny ImageNet),
+    which is this global pool at that size.
+    """
     blocks: list[nn.Module] = []
+    in_channels = STEM_WIDTH
     for width, stage_stride in zip(widths, strides, strict=True):
-        for i in range(blocks_per_stage):
+        for i in range(BLOCKS_PER_STAGE):
             blocks.append(PreActBlock(in_channels, width, stage_stride if i == 0 else 1))
             in_channels = width
-    return nn.Sequential(
-        *blocks,
-        nn.BatchNorm2d(in_channels),  # the blocks end on a conv: pre-activate the features
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),  # (B, widths[-1])
-    )
+    return nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (B, widths[-1])
 
 
-def _init_weights(net: nn.Module) -> None:
-    for module in net.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.zeros_(module.bias)
-
-
-def build_preact_net(
-    *,
-    stem_width: int,
-    widths: Sequence[int],
-    blocks_per_stage: int,
-    strides: Sequence[int],
-    n_members: int,
-    num_classes: int,
-    in_channels: int = 3,
-    stem_stride: int = 1,
+def build_preact_resnet18(
+    width: int, *, n_members: int, num_classes: int, in_channels: int = 3, stem_stride: int = 1
 ) -> MixMoNet:
-    """A MixMoNet whose encoders are 3x3 stem convs and whose core is a pre-act ResNet."""
+    """PreActResNet-18-`width` as a MixMoNet: M 3x3 stem convs, four stages, M linear heads."""
+    # spec §Architectures: 64-channel stem (stride 2 on Tiny ImageNet, set by stem_stride),
+    # four stages of two blocks at 64w/128w/256w/512w, strides 1, 2, 2, 2.
+    widths = [64 * width, 128 * width, 256 * width, 512 * width]
     encoders = [
-        nn.Conv2d(in_channels, stem_width, 3, stem_stride, padding=1, bias=False)
+        nn.Conv2d(in_channels, STEM_WIDTH, 3, stem_stride, padding=1, bias=False)
         for _ in range(n_members)
     ]
-    core = _preact_core(stem_width, widths, blocks_per_stage, strides)
+    core = _preact_core(widths, strides=[1, 2, 2, 2])
     net = MixMoNet(encoders=encoders, core=core, feature_dim=widths[-1], num_classes=num_classes)
-    _init_weights(net)
+    init_weights(net, head_std=0.01)  # the reference's heads here are N(0, 0.01)
     return net
-
-
-def _preact_resnet18(width: int, **kwargs: int) -> MixMoNet:
-    # spec §Architectures: 64-channel stem (stride 2 on Tiny ImageNet, set by stem_stride),
-    # four stages of two blocks at 64w/128w/256w/512w.
-    return build_preact_net(
-        stem_width=64,
-        widths=[64 * width, 128 * width, 256 * width, 512 * width],
-        blocks_per_stage=2,
-        strides=[1, 2, 2, 2],
-        **kwargs,
-    )
 
 
 @register_model
 def preactresnet18(**kwargs: int) -> MixMoNet:
     """PreActResNet-18 (w=1), the Tiny ImageNet reference backbone."""
-    return _preact_resnet18(1, **kwargs)
+    return build_preact_resnet18(1, **kwargs)
 
 
 @register_model
 def preactresnet18_2(**kwargs: int) -> MixMoNet:
     """PreActResNet-18-2: twice the channels of PreActResNet-18."""
-    return _preact_resnet18(2, **kwargs)
+    return build_preact_resnet18(2, **kwargs)
 
 
 @register_model
 def preactresnet18_3(**kwargs: int) -> MixMoNet:
     """PreActResNet-18-3: three times the channels of PreActResNet-18."""
-    return _preact_resnet18(3, **kwargs)
+    return build_preact_resnet18(3, **kwargs)
