@@ -134,8 +134,10 @@ def make_mix(
     region = _BINARY[block](kappa[0], h, w)  # (B,1,h,w)
     rest = kappa[1:] / kappa[1:].sum(0, keepdim=True).clamp(min=1e-12)  # (M-1,B)
     masks = torch.cat([region[None], (1 - region)[None] * rest[:, :, None, None, None]])
-    roles = torch.randperm(n_members, generator=host_gen).to(device)
-    masks = masks[roles]
+    # which member plays which role, drawn on the host; M views stacked, not an index tensor
+    # copied to the device, which would wait for the device (a sync every binary batch)
+    roles = torch.randperm(n_members, generator=host_gen).tolist()
+    masks = torch.stack([masks[role] for role in roles])
     return Mix(masks=masks, kappa=masks.mean(dim=(2, 3, 4)), binary=True)
 
 
