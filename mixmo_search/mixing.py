@@ -129,7 +129,9 @@ def make_mix(
         and torch.rand((), generator=host_gen).item() < p  # host generator: no device sync
     )
     if not use_binary:
-        masks = kappa[:, :, None, None, None].expand(n_members, batch, 1, h, w)
+        # materialised (M*B*h*w floats), not a stride-0 view: binary and linear batches then
+        # share one layout, so a compiled model keeps one graph instead of compiling two
+        masks = kappa[:, :, None, None, None].expand(n_members, batch, 1, h, w).contiguous()
         return Mix(masks=masks, kappa=kappa, binary=False)
     region = _BINARY[block](kappa[0], h, w)  # (B,1,h,w)
     rest = kappa[1:] / kappa[1:].sum(0, keepdim=True).clamp(min=1e-12)  # (M-1,B)

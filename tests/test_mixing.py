@@ -160,3 +160,13 @@ def test_input_mixup_is_a_uniform_blend():
     )
     assert use.all()
     torch.testing.assert_close(1 - mixed.mean((2, 3, 4)), lam)
+
+
+@pytest.mark.parametrize("block", ["linear", "sum", *BINARY_BLOCKS])
+def test_every_batch_has_one_mask_layout(block):
+    """Linear and binary batches give masks of one shape and layout, so a compiled model
+    (`run.compile`) traces one graph for both instead of recompiling on the first switch."""
+    binary = _mix("cut", n_members=3, batch=8, p=1.0)
+    other = _mix(block, n_members=3, batch=8, p=0.0 if block in BINARY_BLOCKS else 1.0)
+    assert other.masks.shape == binary.masks.shape == (3, 8, 1, 32, 32)
+    assert other.masks.stride() == binary.masks.stride() == binary.masks.contiguous().stride()
