@@ -6,10 +6,11 @@
 Runs the real trainer (`mixmo_search.train.train`, eager) for a few short epochs and records,
 with the line of `mixmo_search` that asked for it, every op that waits for the device:
 `_local_scalar_dense` (`.item()`, `bool(t)`, `int(t)`), the ops whose output size depends on
-the data (`nonzero`, `masked_select`, `unique`, ...) and, on CUDA, a host tensor fed to a
-device op (a copy from pageable memory is a stream sync). On CUDA it also counts the syncs
-the CUDA runtime reports (`torch.cuda.set_sync_debug_mode`). The torch profiler counts
-`aten::_local_scalar_dense` as a cross-check (its Python stacks are too slow to take here).
+the data (`nonzero`, `masked_select`, `unique`, ...) and, on CUDA, an op that mixes host and
+device tensors (a copy through pageable memory is a stream sync). On CUDA it also counts
+the syncs the CUDA runtime reports (`torch.cuda.set_sync_debug_mode`). The torch profiler
+counts `aten::_local_scalar_dense` as a cross-check (it sees each op twice under the
+recorder: as called and as re-dispatched; its Python stacks are too slow to take here).
 
 A record is *in the step* when the trainer was inside its step loop (`for step, ... in`),
 and a *device sync* when the tensor was on the device. On the CPU every tensor is a host
@@ -76,8 +77,8 @@ class _SyncRecorder(TorchDispatchMode):
             self._record(name, device=any(on_device))
         elif any(on_device) and any(
             t.device.type == "cpu" and t.dim() > 0 for t in tensors
-        ):  # a host tensor into a device op: copied from pageable memory, a stream sync
-            self._record(f"{name} (host tensor to device)", device=True)
+        ):  # host and device tensors in one op: a copy through pageable memory, a stream sync
+            self._record(f"{name} (host <-> device copy)", device=True)
         return out
 
     def _record(self, op: str, *, device: bool) -> None:
