@@ -1,7 +1,7 @@
 """Training throughput (slots/s, images/s) and peak memory of a named configuration.
 
     python benchmarks/train_throughput.py --preset cifar10_wrn16_2_cpu \
-        --set data.name=imagefolder --set data.root=../shared/data/cifar10-jpg
+        --set data.name=imagefolder --set data.root=PATH/cifar10-jpg
 
 It runs the real training loop (`mixmo_search.train.train`) for a few short epochs of
 `--steps` steps each and reports the steady-state epochs (the first one warms up, and
@@ -13,7 +13,7 @@ hand, with the machine, date, torch version and n this prints.
 shape, forward + backward + SGD step on one fixed synthetic batch with cut masks, no data, no
 mixing draws, plain cross-entropy. Alternating with the training epochs, both see the same
 load on a shared machine; `full_over_bare` is the training loop's share of the bare speed.
-The bare network adds its own memory, so read peak RSS from a run without `--bare`.
+The bare network adds its own memory (and its own copy of the data), so read peak RSS from a run without `--bare`.
 """
 
 from __future__ import annotations
@@ -28,23 +28,86 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import mixmo_search.train as train_module  # noqa: E402
-from mixmo_search.config import DataConfig, TrainConfig, resolve_config  # noqa: E402
-from mixmo_search.datasets import Dataset, load_dataset  # noqa: E402
+from mixmo_search.config import TrainConfig, resolve_config  # noqa: E402
+from mixmo_search.datasets import load_dataset  # noqa: E402
+from mixmo_search.inference import autocast, resolve_device  # noqa: E402
 from mixmo_search.mixing import make_mix  # noqa: E402
 from mixmo_search.models import create_model  # noqa: E402
-from mixmo_search.train import EpochReport, resolve_device, train  # noqa: E402
+from mixmo_search.train import EpochReport, train  # noqa: E402
 
 
-def bare_network_timer(cfg: TrainConfig, ds: Dataset) -> Callable[[int], float]:
+def throughput_config(
+    preset: str, overrides: list[str], *, steps: int, epochs: int, out_dir: str
+) -> TrainConfig:
+    """`preset` for `epochs` short epochs of `steps` steps, evaluated once after the last,
+    then `overrides` (which may change any of that, e.g. `run.checkpoint=true`)."""
+    return resolve_config(
+        preset=preset,
+        overrides=[
+            f"optim.epochs={epochs}",
+            f"run.max_steps_per_epoch={steps}",
+            f"run.out_dir={out_dir}",
+            "run.progress=false",
+            "run.checkpoint=false",
+            "run.eval_every=1000",  # evaluate only after the last epoch
+            *overrides,
+        ],
+    )
+
+
+def measure(
+    cfg: TrainConfig,
+    *,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train `cfg` with the real loop; per-epoch slots/s and train loss, peak memory.
+
+    `peak_cuda_train_gib` is read after each epoch but the last (which also evaluates),
+    so it is the training step's own peak; `peak_cuda_gib` includes the evaluation.
+    """
+    cuda = cfg.run.device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    rates: list[float] = []
+    losses: list[float] = []
+    train_peak = 0.0
+
+    def record(report: EpochReport) -> None:
+        nonlocal train_peak
+        rates.append(report.metrics["train/slots_per_s"])
+        losses.append(report.metrics["train/loss"])
+        if cuda and report.epoch < cfg.optim.epochs:
+            train_peak = max(train_peak, torch.cuda.max_memory_allocated() / 2**30)
+        if on_epoch is not None:
+            on_epoch(report)
+
+    started = time.perf_counter()
+    final = train(cfg, on_epoch=record, resume=resume)
+    result: dict[str, Any] = {
+        "slots_per_s": rates,
+        "train_loss": losses,
+        "final": final,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+    }
+    if cuda:
+        result["peak_cuda_train_gib"] = round(train_peak, 3)
+        result["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return result
+
+
+def bare_network_timer(cfg: TrainConfig) -> Callable[[int], float]:
     """`timer(steps)` -> slots/s of the model alone: forward, backward, SGD, fixed batch."""
     device = resolve_device(cfg.run.device)
+    ds = load_dataset(cfg.data)  # for its shape only: classes, channels, image size
     m, batch = cfg.model.n_members, cfg.optim.batch_size
     model = create_model(
         cfg.model.name,
@@ -74,7 +137,6 @@ def bare_network_timer(cfg: TrainConfig, ds: Dataset) -> Callable[[int], float]:
         host_gen=torch.Generator().manual_seed(0),
         device=device,
     ).masks
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def timer(steps: int) -> float:
         model.train()
@@ -82,7 +144,7 @@ def bare_network_timer(cfg: TrainConfig, ds: Dataset) -> Callable[[int], float]:
             torch.cuda.synchronize()
         started = time.perf_counter()
         for _ in range(steps):
-            with autocast:
+            with autocast(device, cfg.run.precision):
                 logits = step_model(x, masks)  # (M, B, K)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
             opt.zero_grad(set_to_none=True)
@@ -107,52 +169,27 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as out_dir:
-        cfg = resolve_config(
-            preset=args.preset,
-            overrides=[
-                *args.overrides,
-                f"optim.epochs={args.epochs}",
-                f"run.max_steps_per_epoch={args.steps}",
-                f"run.out_dir={out_dir}",
-                "run.progress=false",
-                "run.checkpoint=false",
-                "run.eval_every=1000",  # evaluate only after the last epoch
-            ],
+        cfg = throughput_config(
+            args.preset, args.overrides, steps=args.steps, epochs=args.epochs, out_dir=out_dir
         )
-        if cfg.run.device != "cpu" and torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        rates: list[float] = []
         bare_rates: list[float] = []
-        loaded: list[Dataset] = []
         bare_timer: list[Callable[[int], float]] = []
-        if args.bare:
-            # Keep a handle on the data set train() loads (no second decode) to size the batch.
-            def load_and_keep(data_cfg: DataConfig) -> Dataset:
-                loaded.append(load_dataset(data_cfg))
-                return loaded[-1]
 
-            train_module.load_dataset = load_and_keep
+        def time_bare(report: EpochReport) -> None:
+            if not bare_timer:
+                bare_timer.append(bare_network_timer(cfg))
+            bare_rates.append(bare_timer[0](args.steps))
 
-        def record(report: EpochReport) -> None:
-            rates.append(report.metrics["train/slots_per_s"])
-            if args.bare:
-                if not bare_timer:
-                    bare_timer.append(bare_network_timer(cfg, loaded[-1]))
-                bare_rates.append(bare_timer[0](args.steps))
+        measured = measure(cfg, on_epoch=time_bare if args.bare else None)
 
-        started = time.perf_counter()
-        train(cfg, on_epoch=record)
-        wall = time.perf_counter() - started
-
-    steady = rates[1:]
+    cuda = cfg.run.device != "cpu" and torch.cuda.is_available()
+    device = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
+    steady = measured["slots_per_s"][1:]
     slots = statistics.median(steady)
-    peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     result = {
         "preset": args.preset,
         "overrides": args.overrides,
-        "device": torch.cuda.get_device_name()
-        if cfg.run.device != "cpu" and torch.cuda.is_available()
-        else platform.processor() or platform.machine(),
+        "device": device,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
@@ -163,8 +200,8 @@ def main() -> None:
         "slots_per_s_median": round(slots, 1),
         "slots_per_s_all": [round(r, 1) for r in steady],
         "images_per_s_median": round(slots * cfg.model.n_members, 1),
-        "peak_rss_gib": round(peak_rss_gib, 3),
-        "wall_s": round(wall, 1),
+        "peak_rss_gib": measured["peak_rss_gib"],
+        "wall_s": measured["wall_s"],
     }
     if args.bare:
         bare = statistics.median(bare_rates[1:])
@@ -173,8 +210,9 @@ def main() -> None:
         # Per epoch pair, so a load change on a shared machine hits both sides alike.
         pairs = [full / bare for full, bare in zip(steady, bare_rates[1:], strict=True)]
         result["full_over_bare_median"] = round(statistics.median(pairs), 3)
-    if cfg.run.device != "cpu" and torch.cuda.is_available():
-        result["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    if cuda:
+        result["peak_cuda_gib"] = measured["peak_cuda_gib"]
+        result["peak_cuda_train_gib"] = measured["peak_cuda_train_gib"]
     print(json.dumps(result, indent=2))
 
 

@@ -27,6 +27,7 @@ INPUT_MIXES = ("none", "cutmix", "mixup")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("bf16", "fp32")
 PROTOCOLS = ("holdout", "paper")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MAX_MEMBERS = 8
 
 
@@ -100,6 +101,9 @@ class RunConfig:
     # the CPU always trains in fp32
     precision: str = field(default="bf16", metadata=_choice(*PRECISIONS))
     compile: bool = False  # torch.compile the model (worth it for long GPU runs)
+    # torch.compile's mode when `compile`: reduce-overhead replays the step's kernels as CUDA
+    # graphs; max-autotune also benchmarks kernel variants (minutes of compile a shape)
+    compile_mode: str = field(default="default", metadata=_choice(*COMPILE_MODES))
     out_dir: str = ""  # checkpoints, predictions, metrics.json; "" = runs/<date-time>
     eval_batch_size: int = field(default=500, metadata=_range(1))
     eval_every: int = field(default=1, metadata=_range(1))  # epochs between val evaluations

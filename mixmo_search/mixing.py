@@ -129,13 +129,17 @@ def make_mix(
         and torch.rand((), generator=host_gen).item() < p  # host generator: no device sync
     )
     if not use_binary:
-        masks = kappa[:, :, None, None, None].expand(n_members, batch, 1, h, w)
+        # materialised (M*B*h*w floats), not a stride-0 view: binary and linear batches then
+        # share one layout, so a compiled model keeps one graph instead of compiling two
+        masks = kappa[:, :, None, None, None].expand(n_members, batch, 1, h, w).contiguous()
         return Mix(masks=masks, kappa=kappa, binary=False)
     region = _BINARY[block](kappa[0], h, w)  # (B,1,h,w)
     rest = kappa[1:] / kappa[1:].sum(0, keepdim=True).clamp(min=1e-12)  # (M-1,B)
     masks = torch.cat([region[None], (1 - region)[None] * rest[:, :, None, None, None]])
-    roles = torch.randperm(n_members, generator=host_gen).to(device)
-    masks = masks[roles]
+    # which member plays which role, drawn on the host; M views stacked, not an index tensor
+    # copied to the device, which would wait for the device (a sync every binary batch)
+    roles = torch.randperm(n_members, generator=host_gen).tolist()
+    masks = torch.stack([masks[role] for role in roles])
     return Mix(masks=masks, kappa=masks.mean(dim=(2, 3, 4)), binary=True)
 
 

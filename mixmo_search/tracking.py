@@ -51,6 +51,8 @@ BEST_TRIAL, OBJECTIVES, SAMPLER, SPACE_FILE, SPACE_DIGEST, CODE_REVISION = (
     "mixmo.best_trial", "mixmo.objectives", "mixmo.sampler", "mixmo.space_file",
     "mixmo.space_digest", "mixmo.code_revision",
 )  # fmt: skip
+SIMULATED_GPUS = "mixmo.simulated_gpus"  # a test search on logical GPUs (MIXMO_SIMULATE_GPUS)
+PLACEMENT_PREFIX = "mixmo.placement."  # a trial's GPUs and device, from its reports
 # a promotion's run and registered version
 TRIAL_RUN_ID, POLICY, CHOSEN_BY, MIN_ACC, PROMOTED_TRIAL, PROMOTE_CODE_REVISION = (
     "mixmo.trial_run_id", "mixmo.policy", "mixmo.chosen_by", "mixmo.min_acc",

@@ -131,7 +131,7 @@ def train(
         start_epoch, best_acc, best_epoch = state["epoch"], state["best_acc"], state["best_epoch"]
 
     # compile the training forward (one fixed shape); evaluation stays eager
-    step_model = torch.compile(model) if cfg.run.compile else model
+    step_model = torch.compile(model, mode=cfg.run.compile_mode) if cfg.run.compile else model
 
     m, o = cfg.mixing, cfg.optim
     started = time.perf_counter()

@@ -168,3 +168,13 @@ def test_every_block_the_config_accepts_mixes(block):
     mix = _mix(block, n_members=3, batch=8)
     assert mix.masks.shape == (3, 8, 1, 32, 32) and mix.binary == (block in BINARY_BLOCKS)
     assert torch.allclose(mix.masks.sum(0), torch.ones(8, 1, 32, 32))  # shares add up to 1
+
+
+@pytest.mark.parametrize("block", ["linear", "sum", *BINARY_BLOCKS])
+def test_every_batch_has_one_mask_layout(block):
+    """Linear and binary batches give masks of one shape and layout, so a compiled model
+    (`run.compile`) traces one graph for both instead of recompiling on the first switch."""
+    binary = _mix("cut", n_members=3, batch=8, p=1.0)
+    other = _mix(block, n_members=3, batch=8, p=0.0 if block in BINARY_BLOCKS else 1.0)
+    assert other.masks.shape == binary.masks.shape == (3, 8, 1, 32, 32)
+    assert other.masks.stride() == binary.masks.stride() == binary.masks.contiguous().stride()

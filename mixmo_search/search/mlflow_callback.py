@@ -13,7 +13,7 @@ from ray.tune import Callback
 
 from mixmo_search import tracking
 from mixmo_search.errors import ConfigError
-from mixmo_search.search import outcomes
+from mixmo_search.search import outcomes, placement
 from mixmo_search.search.optuna_search import OPTUNA_TRIAL
 
 if TYPE_CHECKING:
@@ -75,6 +75,9 @@ class MlflowTrials(Callback):
     ) -> None:
         metrics = {k: v for k, v in result.items() if k not in _SKIP}
         tracking.log_metrics(self.client, self._run_id(trial), metrics, step=result["epoch"])
+        if result.get("iterations_since_restore") == 1:  # where it trains: at each (re)start
+            for key, value in placement.mlflow_tags(result).items():
+                self.client.set_tag(self._run_id(trial), key, value)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         run_id = self._run_id(trial)

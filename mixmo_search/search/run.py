@@ -23,7 +23,7 @@ from typing import Any
 from mixmo_search import files, tracking
 from mixmo_search.checkpoint import code_revision
 from mixmo_search.errors import UserError
-from mixmo_search.search import cluster
+from mixmo_search.search import cluster, placement
 from mixmo_search.search.space import SearchSpace
 from mixmo_search.search.summary import summarize
 
@@ -53,6 +53,8 @@ class SearchPlan:
     finished: bool = False  # resuming a search that already ran its whole budget
     warm_start: Path | None = None  # an earlier search's folder whose trials seed the sampler
     verbose: bool = False  # Ray Tune's own progress tables instead of one line per event
+    simulated_gpus: bool = False  # MIXMO_SIMULATE_GPUS: logical GPUs, trials train on the CPU
+    notes: tuple[str, ...] = ()  # printed under the plan (e.g. a dry run for other GPUs)
 
     @property
     def path(self) -> Path:
@@ -73,7 +75,7 @@ class SearchPlan:
                if s.scheduler.type == "asha" and s.guard else ""),
             f"  budget: {self.trials or 'unlimited'} trials"
             + (f", {self.time_s:.0f} s" if self.time_s else ""),
-            f"  resources: {self.gpus_per_trial} GPU + {self.cpus_per_trial} CPU a trial on "
+            f"  resources: {self.gpus_per_trial:g} GPU + {self.cpus_per_trial:g} CPU a trial on "
             f"{self.device}; up to {self.concurrency} at a time "
             f"({self.gpus_total:g} GPU, "
             + (f"{self.cpus_total:g} CPU in all)" if self.cpus_total is not None else
@@ -81,6 +83,7 @@ class SearchPlan:
             f"  ray: {self.address or 'local, 127.0.0.1'}",
             f"  storage: {self.path}",
             f"  mlflow: {self.mlflow_uri} (experiment {self.experiment})",
+            *[f"  note: {note}" for note in self.notes],
         ]  # fmt: skip
         return "\n".join(lines)
 
@@ -125,22 +128,35 @@ def make_plan(
     for flag, value in (("--gpus", gpus), ("--cpus", cpus)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise UserError(f"{flag} must be a finite number >= 0, got {value}")
+    notes: list[str] = []
     if address is not None:
+        simulated = placement.local_gpus(joining_cluster=True).simulated  # refused: False
         address = cluster.check_address(address, reachable=not dry_run)
         gpus_total = float(gpus if gpus is not None else space.resources.gpus)
         cpus_total = float(cpus) if cpus else None  # None: sized once the cluster answers
     else:
-        import torch
-
-        visible = torch.cuda.device_count()
+        local = placement.local_gpus()
+        visible, simulated = local.count, local.simulated
         gpus_total = float(space.resources.gpus and visible) if gpus is None else float(gpus)
-        if gpus_total > visible:
+        devices = "logical GPU(s) (MIXMO_SIMULATE_GPUS)" if simulated else "CUDA device(s)"
+        if gpus_total > visible and not dry_run:
             raise UserError(
-                f"--gpus {gpus:g} but this machine has {visible} CUDA device(s); use "
+                f"--gpus {gpus:g} but this machine has {visible} {devices}; use "
                 f"--gpus {visible} (0 trains on the CPU), join a cluster with --address, or "
                 "add --dry-run to only see the plan"
             )
         cpus_total = float(cpus or os.cpu_count() or 1)
+        if gpus_total > visible:  # a dry run, e.g. a search for a GPU machine planned on a laptop
+            notes.append(
+                f"planned for {gpus_total:g} GPUs but this machine has {visible} {devices}: "
+                "run the same command where they are, or join their cluster with --address"
+                + ("" if cpus else "; the CPUs are this machine's: pass --cpus for the target's")
+            )
+        if simulated:
+            notes.append(
+                f"MIXMO_SIMULATE_GPUS={visible}: a testing aid; Ray schedules {visible} logical "
+                "GPUs and trials given one train on the CPU"
+            )
     if cpus_total is not None and cpus_total <= 0:
         raise UserError(f"--cpus must be > 0, got {cpus_total:g}")
     gpus_per_trial = space.resources.gpus if gpus_total > 0 else 0.0
@@ -186,7 +202,7 @@ def make_plan(
             "continue it, or --name NEW to start another"
         )
     warm_path = _check_warm_start(warm_start, storage_path, resume) if warm_start else None
-    device = "cuda" if gpus_per_trial > 0 else "cpu"
+    device = "cuda" if gpus_per_trial > 0 and not simulated else "cpu"
     base = {**base, "run.device": device, "run.threads": max(1, int(cpus_per_trial))}
     mlflow_uri = mlflow_uri or tracking.default_tracking_uri()
     tracking.check_store(mlflow_uri)
@@ -212,6 +228,8 @@ def make_plan(
         finished=finished,
         warm_start=warm_path,
         verbose=verbose,
+        simulated_gpus=simulated,
+        notes=tuple(notes),
     )
 
 
@@ -391,6 +409,7 @@ def _start_parent(client: Any, exp_id: str, plan: SearchPlan) -> str:
             ),
             tracking.STORAGE: str(plan.path),
             tracking.STATUS: "running",
+            **({tracking.SIMULATED_GPUS: "true"} if plan.simulated_gpus else {}),
         },  # fmt: skip
         params={
             "sampler": space.sampler.type,
@@ -448,7 +467,9 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
     # a checkpoint every epoch is by design (resume, retries): no warning about it
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, preset=space.preset, base=plan.base),
+        tune.with_parameters(
+            train_trial, preset=space.preset, base=plan.base, simulated_gpus=plan.simulated_gpus
+        ),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial},
     )
     guard = space.guard or space.objectives[0]

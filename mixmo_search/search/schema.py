@@ -28,6 +28,7 @@ from mixmo_search.search.fields import (
     typed,
     warn,
 )
+from mixmo_search.search.placement import MAX_TRIALS_PER_GPU, check_share
 from mixmo_search.search.types import (
     Budget,
     Objective,
@@ -414,14 +415,16 @@ def parse_resources(raw: Any, base_values: dict[str, Any], where: Where) -> Reso
     check_fields(spec, ("gpus", "cpus"), where, "resources")
     gpus = typed(spec.get("gpus", 0), float, where("resources", "gpus"), low=0)
     cpus = typed(spec.get("cpus", 1), float, where("resources", "cpus"), low=1)
-    if gpus > 1 and not gpus.is_integer():
+    share = check_share(gpus)
+    if share is None:
         raise SpaceError(
-            f"{where('resources', 'gpus')}: above 1 must be whole (only a share "
-            f"of one GPU can be fractional); got {gpus}"
+            f"{where('resources', 'gpus')}: a trial takes whole GPUs or a share 1/k of one "
+            f"that k trials fill (0.5, 0.333, 0.25, 0.2, ... down to 1/{MAX_TRIALS_PER_GPU}); "
+            f"got {gpus:g}"
         )
     if gpus == 0 and base_values["run.device"] == "cuda":
         raise SpaceError(
             f"{where('resources', 'gpus')}: the base config has run.device=cuda "
             "but trials get no GPU; set `gpus: 1` or `run.device: auto`"
         )
-    return Resources(gpus, cpus)
+    return Resources(share, cpus)

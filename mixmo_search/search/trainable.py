@@ -18,13 +18,21 @@ from typing import Any
 
 from mixmo_search.config import resolve_config
 from mixmo_search.errors import TrainingDiverged
+from mixmo_search.search.placement import place_trial
 from mixmo_search.train import EpochReport, train
 
 DIVERGED_NOTE = "diverged.json"
 
 
-def train_trial(config: dict[str, Any], *, preset: str | None, base: dict[str, Any]) -> None:
-    """Train `base` (flat overrides of `preset`) with the sampler's `config` on top."""
+def train_trial(
+    config: dict[str, Any],
+    *,
+    preset: str | None,
+    base: dict[str, Any],
+    simulated_gpus: bool = False,
+) -> None:
+    """Train `base` (flat overrides of `preset`) with the sampler's `config` on top, on the
+    device of the GPUs Ray assigned the trial (see `placement`)."""
     from ray import tune
 
     trial_dir = Path(tune.get_context().get_trial_dir())
@@ -33,10 +41,12 @@ def train_trial(config: dict[str, Any], *, preset: str | None, base: dict[str, A
         raise TrainingDiverged(**json.loads(note.read_text()))
     out_dir = trial_dir / "train"
     sampled = {k: v for k, v in config.items() if "." in k}  # config keys are section.key
+    placement = place_trial(simulated=simulated_gpus)  # cuda only with a GPU from Ray
     cfg = resolve_config(
         preset=preset,
-        overrides={**base, **sampled, "run.out_dir": str(out_dir), "run.progress": False},
-    )
+        overrides={**base, **sampled, "run.out_dir": str(out_dir), "run.progress": False,
+                   "run.device": placement.device},
+    )  # fmt: skip
     resume = False
     restored = tune.get_checkpoint()
     if restored is not None:  # a retry or a resumed search: continue from the last epoch
@@ -46,7 +56,9 @@ def train_trial(config: dict[str, Any], *, preset: str | None, base: dict[str, A
 
     def report(epoch: EpochReport) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(epoch.checkpoint_dir))
-        tune.report({**epoch.metrics, "epoch": epoch.epoch}, checkpoint=checkpoint)
+        tune.report(
+            {**epoch.metrics, "epoch": epoch.epoch, **placement.report()}, checkpoint=checkpoint
+        )
 
     try:
         train(cfg, on_epoch=report, resume=resume)
