@@ -327,6 +327,9 @@ def run_search(plan: SearchPlan) -> dict[str, Any]:
         except KeyboardInterrupt:
             pass
         finally:
+            from mixmo_search.search.tracking_queue import flush_all
+
+            flush_all()  # every trial update written before the search reads them back
             interrupted = _was_interrupted(plan, statuses, time.monotonic() - started)
             if interrupted:  # also on a crash: leave nothing RUNNING; --resume reopens them
                 _mark_interrupted(client, exp_id, parent_id)
