@@ -82,10 +82,12 @@ class SearchPlan:
             f"  budget: {self.trials or 'unlimited'} trials"
             + (f", {self.time_s:.0f} s" if self.time_s else ""),
             f"  resources: {self.gpus_per_trial} GPU + {self.cpus_per_trial} CPU a trial on "
-            f"{self.device}; up to {self.concurrency} at a time "
-            f"({self.gpus_total:g} GPU, "
-            + (f"{self.cpus_total:g} CPU in all)" if self.cpus_total is not None else
-               "and as many as the cluster's CPUs allow)"),
+            f"{self.device}; "
+            + ("as many at a time as the cluster's CPUs allow"
+               if self.cpus_total is None and not self.gpus_per_trial else
+               f"up to {self.concurrency} at a time ({self.gpus_total:g} GPU, "
+               + (f"{self.cpus_total:g} CPU in all)" if self.cpus_total is not None else
+                  "and as many as the cluster's CPUs allow)")),
             f"  ray: {self.address or 'local, 127.0.0.1'}",
             f"  storage: {self.path}",
             f"  mlflow: {self.mlflow_uri} (experiment {self.experiment})",

@@ -163,6 +163,24 @@ def test_a_search_runs_its_trials_on_several_nodes(
         assert by_number[number].state.name == "COMPLETE"
         assert by_number[number].value == pytest.approx(row["final/val/acc"])
 
+    # a later search warm-starts from the study where search.json says it is; the name is
+    # taken in the study database, even for a search in another storage folder
+    from mixmo_search.search import study_storage
+    from mixmo_search.search.optuna_search import seed_study
+    from mixmo_search.search.run import make_plan
+    from mixmo_search.search.space import load_space
+
+    space = load_space(SPACES / "cluster_small.yaml")
+    common = {"storage": shared, "mlflow_uri": mlflow_server.uri, "address": ray_cluster.address,
+              "gpus": 0, "dry_run": True}  # fmt: skip
+    warm = make_plan(space, name="warm", warm_start=name, **common)
+    assert warm.warm_start_storage == study_database.url
+    seeded = study_storage.open_storage(f"sqlite:///{tmp_path / 'warm.db'}")
+    assert seed_study(seeded, "warm", space, source=warm.warm_start_storage, source_name=name) == 4
+    with pytest.raises(study_storage.StudyStorageError, match="already holds a study named"):
+        make_plan(space, name=name, optuna_storage=study_database.url,
+                  **{**common, "storage": tmp_path / "elsewhere", "dry_run": False})  # fmt: skip
+
     # the summary's commands work against the server and the study
     labels = ("dashboard:", "MLflow UI:", "Optuna:", "promote:")
     commands = {label: line.split(label, 1)[1].strip() for line in out.splitlines()
@@ -345,6 +363,24 @@ def test_a_killed_driver_resumes_with_its_study_and_runs(
     assert all(t.state.name == "FAIL" and "mixmo.lost" in t.user_attrs for t in lost)
     assert json.loads((shared / name / "search.json").read_text())["status"] == "finished"
 
+    # a trial started after Tune's last save (a run and a RUNNING Optuna trial Tune never
+    # saved) is ended when the search resumes, whatever moment the driver died
+    from mixmo_search.search.lost_trials import LOST, end_lost_trials
+    from mixmo_search.search.run import make_plan
+    from mixmo_search.search.space import load_space
+
+    orphan = study.ask()
+    tags = {tracking.OPTUNA_TRIAL: str(orphan.number)}
+    run_id = tracking.start_trial_run(client, exp_id, parent, search=name, trial_id="orphan01",
+                                      params={}, tags=tags)  # fmt: skip
+    plan = make_plan(load_space(SPACES / "cluster_resume.yaml"), name=name, storage=shared,
+                     address=ray_cluster.address, gpus=0, resume=True, dry_run=True)  # fmt: skip
+    assert end_lost_trials(plan, client, exp_id, parent) == 1
+    assert client.get_run(run_id).info.lifecycle_stage == "deleted"
+    assert len(tracking.load_trials(client, exp_id, parent)) == 4
+    ended = optuna.load_study(study_name=name, storage=study_database.url).trials[orphan.number]
+    assert ended.state.name == "FAIL" and LOST in ended.user_attrs
+
 
 def test_two_searches_at_once_against_one_store(
     ray_cluster, mlflow_server, study_database, shared, tmp_path, monkeypatch
@@ -389,3 +425,52 @@ def test_two_searches_at_once_against_one_store(
         assert_every_point_once(client, trials, tune_record(shared / name))
         study = optuna.load_study(study_name=name, storage=study_database.url)
         assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+
+
+def test_the_head_script_keeps_a_one_machine_head_on_the_loopback(ray_cluster, server_tools):
+    """infra/ray-head.sh without RAY_NODE_IP: every socket of its Ray on 127.0.0.1, and a
+    driver with the token joins it at 127.0.0.1."""
+    import psutil
+
+    infra = Path(__file__).resolve().parents[2] / "infra"
+    port = server_tools.free_port()
+    env = {k: v for k, v in ray_cluster.env().items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    env = {**env, "RAY_PORT": str(port), "RAY_NUM_GPUS": "0", "RAY_TMPDIR": str(
+        ray_cluster.temp_dir / "head-script")}  # fmt: skip
+    Path(env["RAY_TMPDIR"]).mkdir()
+    script = subprocess.Popen(["bash", str(infra / "ray-head.sh")], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                              start_new_session=True)  # fmt: skip
+    session = script.pid
+    try:
+        assert script.wait(timeout=300) == 0  # `ray start` returns once the head runs
+        ours = [p for p in psutil.process_iter() if _in_session(p, session)]
+        listening = {c.laddr.ip for p in ours for c in _listening(p)}
+        assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
+        joined = subprocess.run(
+            [sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{port}'); "
+             "print(len(ray.nodes()))"],
+            env={**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, capture_output=True,
+            text=True, timeout=300,
+        )  # fmt: skip
+        assert joined.returncode == 0 and joined.stdout.strip() == "1", joined.stderr[-2000:]
+    finally:
+        for proc in psutil.process_iter():
+            if _in_session(proc, session):
+                proc.kill()
+
+
+def _in_session(proc, session: int) -> bool:
+    try:
+        return os.getsid(proc.pid) == session
+    except OSError:
+        return False
+
+
+def _listening(proc) -> list:
+    import psutil
+
+    try:
+        return [c for c in proc.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+    except psutil.Error:
+        return []
