@@ -13,7 +13,8 @@ hand, with the machine, date, torch version and n this prints.
 shape, forward + backward + SGD step on one fixed synthetic batch with cut masks, no data, no
 mixing draws, plain cross-entropy. Alternating with the training epochs, both see the same
 load on a shared machine; `full_over_bare` is the training loop's share of the bare speed.
-The bare network adds its own memory (and its own copy of the data), so read peak RSS from a run without `--bare`.
+The bare network adds its own memory (and its own copy of the data), so read peak RSS from
+a run without `--bare`.
 """
 
 from __future__ import annotations

@@ -109,6 +109,10 @@ class RunConfig:
     eval_every: int = field(default=1, metadata=_range(1))  # epochs between val evaluations
     max_steps_per_epoch: int = field(default=0, metadata=_range(0))  # 0 = all; benchmarks
     checkpoint: bool = True  # write last.pt each epoch (resume) and best.pt
+    # epochs between the checkpoints a search trial hands Ray Tune (its resume points on any
+    # node; WRN-28-10 M=2: ~440 MB each); the last epoch always. Resume stays exact: a trial
+    # retried from epoch k trains k+1.. again with k's RNG state (infra/README.md)
+    checkpoint_every: int = field(default=10, metadata=_range(1))
     progress: bool = True  # tqdm bar per epoch
 
 

@@ -141,6 +141,8 @@ def connect(uri: str, *, create: bool = True) -> MlflowClient:
     """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    # a server's client prints two "View run" lines per ended run: the search says its own
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from mlflow import MlflowClient
 
     check_store(uri)
@@ -244,8 +246,24 @@ def find_search_run(client: MlflowClient, exp_id: str, name: str) -> str | None:
 
 def trial_runs(client: MlflowClient, exp_id: str, parent_id: str) -> dict[str, str]:
     """{trial_id: run_id} of a search's child runs."""
+    runs = trial_run_records(client, exp_id, parent_id)
+    return {r.data.tags[TRIAL_ID]: r.info.run_id for r in runs}
+
+
+def trial_run_records(client: MlflowClient, exp_id: str, parent_id: str) -> list[Any]:
+    """The MLflow runs (tags, params, latest metrics) of a search's trials."""
     runs = client.search_runs([exp_id], f"tags.`{PARENT}` = '{parent_id}'", max_results=50000)
-    return {r.data.tags[TRIAL_ID]: r.info.run_id for r in runs if TRIAL_ID in r.data.tags}
+    return [r for r in runs if TRIAL_ID in r.data.tags]
+
+
+def find_trial_run(client: MlflowClient, exp_id: str, parent_id: str, trial_id: str) -> str | None:
+    """The run of one trial of a search, if it has one."""
+    literal = quoted(trial_id)
+    if literal is None:
+        return None
+    query = f"tags.`{PARENT}` = '{parent_id}' and tags.`{TRIAL_ID}` = {literal}"
+    runs = client.search_runs([exp_id], query, max_results=1)
+    return runs[0].info.run_id if runs else None
 
 
 def start_trial_run(
@@ -269,14 +287,23 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, Any], *, step: int) -> None:
     """Log the numeric entries of `metrics` in one call (non-numbers are skipped)."""
+    log_metric_batch(client, run_id, metric_batch(metrics, step=step))
+
+
+def metric_batch(metrics: dict[str, Any], *, step: int) -> list[Any]:
+    """The numeric entries of `metrics` as MLflow metric points of `step`, timestamped now.
+    Logged again (a retry), the same points are ignored by MLflow, not stored twice."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    batch = [
+    return [
         Metric(k, float(v), now, step)
         for k, v in metrics.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     ]
+
+
+def log_metric_batch(client: MlflowClient, run_id: str, batch: list[Any]) -> None:
     for start in range(0, len(batch), 1000):
         client.log_batch(run_id, metrics=batch[start : start + 1000])
 

@@ -35,6 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--experiment", default=tracking.EXPERIMENT, help="MLflow experiment (default %(default)s)"
     )
     parser.add_argument(
+        "--optuna-storage",
+        metavar="URL",
+        help="the Optuna study's database (default: sqlite:///STORAGE/NAME/optuna.db); a "
+        "cluster search: postgresql://USER@HOST:PORT/DB, password in PGPASSFILE or PGPASSWORD",
+    )
+    parser.add_argument(
         "--warm-start",
         metavar="SEARCH",
         help="seed the sampler with the trials of an earlier search in --storage",
@@ -49,10 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.address is None:
-        from mixmo_search.search.cluster import use_local_ray_env
+    from mixmo_search.search.cluster import use_cluster_env, use_local_ray_env
 
-        use_local_ray_env()  # before anything imports ray
+    if args.address is None:  # before anything imports ray
+        use_local_ray_env()
+    else:
+        use_cluster_env(args.address)
     from mixmo_search.search.run import make_plan, run_search
     from mixmo_search.search.space import load_space
     from mixmo_search.search.summary import print_summary
@@ -62,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         space, name=args.name, gpus=args.gpus, cpus=args.cpus, trials=args.trials,
         storage=args.storage, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
         address=args.address, resume=args.resume, dry_run=args.dry_run,
-        warm_start=args.warm_start, verbose=args.verbose,
+        warm_start=args.warm_start, verbose=args.verbose, optuna_storage=args.optuna_storage,
     )  # fmt: skip
     print(plan.describe(), flush=True)
     if args.dry_run:

@@ -18,15 +18,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mixmo_search"
 # lowest first; a module may import its own layer and the layers below it
 LAYERS = [
     ["errors", "files"],
-    ["models", "models.registry", "models.mixmo", "models.wrn", "models.preact_resnet"],
+    ["models", "models.registry", "models.weight_init", "models.mixmo", "models.wrn",
+     "models.preact_resnet"],
     ["config"],
     ["data", "datasets", "mixing", "metrics", "predictions", "checkpoint", "pareto"],
     ["inference", "cost", "step", "ensembles"],
     ["train"],
     ["tracking"],
-    ["search", "search.types", "search.fields", "search.samplers", "search.schema",
-     "search.space", "search.outcomes", "search.cluster", "search.optuna_search",
-     "search.trainable", "search.mlflow_callback", "search.progress", "search.summary",
+    ["search", "search.types", "search.fields", "search.samplers", "search.placement",
+     "search.study_storage", "search.tracking_queue", "search.schema", "search.space",
+     "search.outcomes", "search.cluster", "search.optuna_search", "search.trainable",
+     "search.lost_trials", "search.mlflow_callback", "search.progress", "search.summary",
      "search.run"],
     ["serving", "promote", "predict", "tune"],
 ]  # fmt: skip

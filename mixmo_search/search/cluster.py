@@ -45,6 +45,21 @@ def use_local_ray_env() -> None:
     os.environ.update(LOCAL_RAY_ENV)
 
 
+def use_cluster_env(address: str) -> None:
+    """Make this process join the cluster at `address` with token authentication, and keep a
+    loopback address on the loopback (Ray would swap 127.0.0.1 for this machine's outward
+    address, where a cluster bound to the loopback does not answer). Before `import ray`."""
+    if os.environ.get("RAY_AUTH_MODE", "token") != "token":
+        print(
+            f"note: ignoring RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}: searches join Ray "
+            "clusters with token authentication"
+        )
+    os.environ["RAY_AUTH_MODE"] = "token"
+    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]")
+    if host in LOOPBACK:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+
 def check_address(address: str, *, reachable: bool = True) -> str:
     """The `host:port` of the cluster `address` names, checked to accept connections unless
     `reachable` is False (a dry run plans a cluster search from anywhere).
@@ -128,7 +143,8 @@ def join(address: str) -> None:
     from ray.exceptions import AuthenticationError
 
     try:
-        ray.init(address=address, configure_logging=False)
+        # as a local search: the trials' own output stays in the cluster's session logs
+        ray.init(address=address, configure_logging=False, log_to_driver=False)
     except AuthenticationError as err:
         raise ClusterError(
             f"the Ray cluster at {address} refused this driver's token ({err}); set "

@@ -1,11 +1,21 @@
 """A Ray Tune callback that mirrors every trial into a nested MLflow run, from the driver.
 
 Writing from the driver keeps one writer per store (no SQLite lock fights between trial
-processes) and works on a cluster where only the driver reaches the tracking server.
+processes) and works on a cluster where only the driver reaches the tracking server. The
+writes go through a `TrackingQueue`, so a tracking server that is down for a while delays
+them instead of failing the search. Each epoch is logged once per run: an epoch a trial
+reports again (after a retry from an earlier checkpoint, or a resumed search) is skipped.
+The Ray nodes a trial trained on are its run's `mixmo.nodes` tag, in order.
+
+A driver that dies can leave MLflow behind Tune's saved record of the search (updates still
+queued). A resumed search catches up first, and again at its end: every epoch each trial
+reported (its `result.json` in the search's storage) that MLflow lacks, and the outcome of
+trials Tune ended.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +25,8 @@ from mixmo_search import tracking
 from mixmo_search.errors import ConfigError
 from mixmo_search.search import outcomes, placement
 from mixmo_search.search.optuna_search import OPTUNA_TRIAL
+from mixmo_search.search.tracking_queue import TrackingQueue
+from mixmo_search.search.trainable import NODE_ID
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -25,6 +37,15 @@ if TYPE_CHECKING:
 # Tune's own bookkeeping keys: not worth an MLflow metric each
 _SKIP = {"timestamp", "time_this_iter_s", "time_total_s", "pid", "training_iteration",
          "time_since_restore", "iterations_since_restore", "done", "epoch"}  # fmt: skip
+NODES = "mixmo.nodes"  # tag: the Ray node ids a trial trained on, comma-separated, in order
+EVERY_EPOCH = "train/loss"  # a metric every epoch reports: its last step is the last epoch
+
+
+class RunRef:
+    """A trial's MLflow run, whose id the queue fills in when it creates (or finds) it."""
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.id = run_id
 
 
 class MlflowTrials(Callback):
@@ -37,70 +58,164 @@ class MlflowTrials(Callback):
     def __init__(self, uri: str, exp_id: str, parent_id: str, plan: SearchPlan) -> None:
         self.uri, self.exp_id, self.parent_id = uri, exp_id, parent_id
         self.search, self.space, self.base = plan.name, plan.space, plan.base
-        self.client: MlflowClient | None = None
-        self.runs: dict[str, str] = {}
+        self.queue: TrackingQueue | None = None
+        self.runs: dict[str, RunRef] = {}
+        self.last_epoch: dict[str, int] = {}  # trial id -> last epoch queued for MLflow
+        self.nodes: dict[str, list[str]] = {}  # trial id -> the nodes it trained on
+        self.status: dict[str, str] = {}  # trial id -> its run's last queued status
+        self.caught_up = False
 
     def setup(self, **info: Any) -> None:
-        self.client = tracking.connect(self.uri)
-        self.runs = tracking.trial_runs(self.client, self.exp_id, self.parent_id)
+        client = tracking.connect(self.uri)
+        self.queue = TrackingQueue(client, uri=self.uri)
+        for run in tracking.trial_run_records(client, self.exp_id, self.parent_id):
+            trial_id = run.data.tags[tracking.TRIAL_ID]
+            self.runs[trial_id] = RunRef(run.info.run_id)
+            history = client.get_metric_history(run.info.run_id, EVERY_EPOCH)
+            self.last_epoch[trial_id] = max((m.step for m in history), default=0)
+            self.nodes[trial_id] = [n for n in run.data.tags.get(NODES, "").split(",") if n]
+            self.status[trial_id] = run.data.tags.get(tracking.STATUS, "")
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "client": None, "runs": {}}
+        return {**self.__dict__, "queue": None, "runs": {}, "last_epoch": {}, "nodes": {},
+                "status": {}, "caught_up": False}  # fmt: skip
 
-    def _run_id(self, trial: Trial) -> str:
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is None:
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self.caught_up:
+            self.caught_up = True
+            for trial in trials:
+                self._catch_up(trial)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        for trial in trials:  # Tune ends a search it restored finished without a step
+            self._catch_up(trial)
+
+    def _catch_up(self, trial: Trial) -> None:
+        """Queue what MLflow lacks of Tune's record of `trial` (see the module docstring)."""
+        for result in _saved_results(trial):
+            self.on_trial_result(0, [], trial, result)
+        done = self.status.get(trial.trial_id) in ("finished", "pruned", "failed")
+        if trial.status == "TERMINATED" and not done:
+            self.on_trial_complete(0, [], trial)
+        elif trial.status == "ERROR" and not done:
+            self.on_trial_error(0, [], trial)
+
+    def _run(self, trial: Trial) -> RunRef:
+        ref = self.runs.get(trial.trial_id)
+        if ref is None:
+            ref = self.runs[trial.trial_id] = RunRef()
             sampled = _sampled(trial.config)
             try:
                 params = self.space.trial_config({**self.base, **sampled}).flat()
             except ConfigError:  # an invalid combination: the trial fails and says why
                 params = {**self.space.overrides, **self.base, **sampled}
             number = trial.config.get(OPTUNA_TRIAL)
-            run_id = tracking.start_trial_run(
-                self.client, self.exp_id, self.parent_id, search=self.search,
-                trial_id=trial.trial_id, params={**params, "searched": sorted(sampled)},
-                tags={} if number is None else {tracking.OPTUNA_TRIAL: str(number)},
-            )  # fmt: skip
-            self.runs[trial.trial_id] = run_id
-        return run_id
+            trial_id, tags = trial.trial_id, {}
+            if number is not None:
+                tags[tracking.OPTUNA_TRIAL] = str(number)
+
+            def create(client: MlflowClient) -> None:
+                # found first: a retry after the store created it but its answer was lost
+                ref.id = tracking.find_trial_run(
+                    client, self.exp_id, self.parent_id, trial_id
+                ) or tracking.start_trial_run(
+                    client, self.exp_id, self.parent_id, search=self.search,
+                    trial_id=trial_id, params={}, tags=tags,
+                )  # fmt: skip
+                tracking.log_params(client, ref.id, {**params, "searched": sorted(sampled)})
+
+            self.queue.submit(f"run of trial {trial_id}", create)
+        return ref
+
+    def _status(self, trial: Trial, status: str, **kwargs: Any) -> None:
+        ref = self._run(trial)
+        self.status[trial.trial_id] = status
+        self.queue.submit(
+            f"status of trial {trial.trial_id}",
+            lambda client: tracking.set_status(client, ref.id, status, **kwargs),
+        )
 
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info) -> None:
-        tracking.set_status(self.client, self._run_id(trial), "running")
+        self._status(trial, "running")
 
     def on_trial_restore(self, iteration: int, trials: list, trial: Trial, **info) -> None:
-        tracking.set_status(self.client, self._run_id(trial), "running")
+        self._status(trial, "running")
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Trial, result: dict, **info
     ) -> None:
+        ref, trial_id, epoch = self._run(trial), trial.trial_id, int(result["epoch"])
+        node = result.get(NODE_ID)
+        nodes = self.nodes.setdefault(trial_id, [])
+        if node and (not nodes or nodes[-1] != node):
+            nodes.append(node)
+            value = ",".join(nodes)
+            self.queue.submit(
+                f"nodes of trial {trial_id}", lambda client: client.set_tag(ref.id, NODES, value)
+            )
+        if epoch <= self.last_epoch.get(trial_id, 0):  # logged before this trial's retry
+            return
+        self.last_epoch[trial_id] = epoch
         metrics = {k: v for k, v in result.items() if k not in _SKIP}
-        tracking.log_metrics(self.client, self._run_id(trial), metrics, step=result["epoch"])
+        batch = tracking.metric_batch(metrics, step=epoch)  # timestamped now, once
+        self.queue.submit(
+            f"epoch {epoch} of trial {trial_id}",
+            lambda client: tracking.log_metric_batch(client, ref.id, batch),
+        )
         if result.get("iterations_since_restore") == 1:  # where it trains: at each (re)start
-            for key, value in placement.mlflow_tags(result).items():
-                self.client.set_tag(self._run_id(trial), key, value)
+            tags = placement.mlflow_tags(result)
+
+            def tag_placement(client: MlflowClient) -> None:
+                for key, value in tags.items():
+                    client.set_tag(ref.id, key, value)
+
+            self.queue.submit(f"placement of trial {trial_id}", tag_placement)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
-        run_id = self._run_id(trial)
+        ref = self._run(trial)
         if not outcomes.finished(trial):  # stopped by the scheduler: KILLED, named so
-            epoch = trial.last_result.get("epoch", "?")
-            self.client.update_run(run_id, name=f"{trial.trial_id} (pruned at epoch {epoch})")
-            tracking.set_status(self.client, run_id, "pruned")
+            name = f"{trial.trial_id} (pruned at epoch {trial.last_result.get('epoch', '?')})"
+            self.queue.submit(
+                f"name of trial {trial.trial_id}",
+                lambda client: client.update_run(ref.id, name=name),
+            )
+            self._status(trial, "pruned")
             return
-        if trial.checkpoint is not None:
-            with trial.checkpoint.as_directory() as folder:
-                self._log_artifacts(run_id, Path(folder))
-        tracking.set_status(self.client, run_id, "finished")
+        checkpoint = trial.checkpoint
+        if checkpoint is not None:
+
+            def upload(client: MlflowClient) -> None:
+                with checkpoint.as_directory() as folder:
+                    _log_artifacts(client, ref.id, Path(folder))
+
+            self.queue.submit(f"artifacts of trial {trial.trial_id}", upload)
+        self._status(trial, "finished")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
-        reason = outcomes.error_reason(trial)
-        tracking.set_status(self.client, self._run_id(trial), "failed", reason=reason)
+        self._status(trial, "failed", reason=outcomes.error_reason(trial))
 
-    def _log_artifacts(self, run_id: str, folder: Path) -> None:
-        predictions = folder / "predictions"
-        if predictions.is_dir():
-            self.client.log_artifacts(run_id, str(predictions), "predictions")
-        if (folder / "best.pt").exists():
-            self.client.log_artifact(run_id, str(folder / "best.pt"), "checkpoint")
+
+def _saved_results(trial: Trial) -> list[dict[str, Any]]:
+    """Every result of `trial` in its `result.json` in the search's storage (a line cut
+    short by a dying driver is left out)."""
+    file = Path(trial.path or "") / "result.json"
+    if not trial.path or not file.is_file():
+        return []
+    results = []
+    for line in file.read_text().splitlines():
+        try:
+            results.append(json.loads(line))
+        except ValueError:
+            continue
+    return [r for r in results if "epoch" in r]
+
+
+def _log_artifacts(client: MlflowClient, run_id: str, folder: Path) -> None:
+    predictions = folder / "predictions"
+    if predictions.is_dir():
+        client.log_artifacts(run_id, str(predictions), "predictions")
+    if (folder / "best.pt").exists():
+        client.log_artifact(run_id, str(folder / "best.pt"), "checkpoint")
 
 
 def _sampled(config: dict[str, Any]) -> dict[str, Any]:

@@ -14,11 +14,16 @@ training. Here:
 Each Ray trial's config also carries its Optuna trial number (`OPTUNA_TRIAL`), so MLflow,
 the dashboard and optuna-dashboard name the same trial. `seed_study` warm-starts a new
 search's study with an earlier search's trials.
+
+A trial retried from an earlier checkpoint, or a search resumed after its driver died,
+reports some epochs again: the study keeps the first value of each step and each trial's
+first outcome.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import optuna
@@ -44,7 +49,12 @@ class TrialOutcomeSearch(OptunaSearch):
         # Optuna keeps intermediate values for one objective only
         metric = self.metric
         if isinstance(metric, str) and metric in result and trial_id not in self._completed_trials:
-            self._ot_trials[trial_id].report(result[metric], step=int(result["epoch"]))
+            try:
+                with warnings.catch_warnings():  # a step reported again keeps its first value
+                    warnings.filterwarnings("ignore", "The reported value is ignored")
+                    self._ot_trials[trial_id].report(result[metric], step=int(result["epoch"]))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # told before the driver died, after Tune's last record of the search
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -61,7 +71,7 @@ class TrialOutcomeSearch(OptunaSearch):
             state, values = TrialState.PRUNED, None
             # the result the scheduler stopped on comes here, not through on_trial_result
             self.on_trial_result(trial_id, result or {})
-        self._ot_study.tell(self._ot_trials[trial_id], values, state=state)
+        self._ot_study.tell(self._ot_trials[trial_id], values, state=state, skip_if_finished=True)
         self._completed_trials.add(trial_id)
 
 

@@ -3,8 +3,8 @@
 `make_plan` checks everything a search needs (space, resources, cluster, store, storage,
 names, resume state) before anything is started or written; `run_search` then starts Ray,
 creates the parent MLflow run, runs Tune and writes the summary (best trial, Pareto set,
-counts) to the parent run. `search.json` in the search's folder records its store, budget
-and status, which `--resume` reads.
+counts) to the parent run. `search.json` in the search's folder records its store, Optuna
+storage, budget and status, which `--resume` and `--warm-start` read.
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ from typing import Any
 from mixmo_search import files, tracking
 from mixmo_search.checkpoint import code_revision
 from mixmo_search.errors import UserError
-from mixmo_search.search import cluster, placement
+from mixmo_search.search import cluster, placement, study_storage
 from mixmo_search.search.space import SearchSpace
 from mixmo_search.search.summary import summarize
 
 DEFAULT_STORAGE = Path("runs/searches")
 SEARCH_META = "search.json"
-OPTUNA_DB = "optuna.db"  # the search's Optuna study, beside its trials
+OPTUNA_DB = study_storage.OPTUNA_DB  # the default Optuna study, beside the trials
+# trial settings that depend on the machine a search runs from, not on the search
+MACHINE_KEYS = ("run.device", "run.threads")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,12 @@ class SearchPlan:
     verbose: bool = False  # Ray Tune's own progress tables instead of one line per event
     simulated_gpus: bool = False  # MIXMO_SIMULATE_GPUS: logical GPUs, trials train on the CPU
     notes: tuple[str, ...] = ()  # printed under the plan (e.g. a dry run for other GPUs)
+    optuna_storage: str = ""  # the study's database URL ("": sqlite beside the trials)
+    warm_start_storage: str | None = None  # the database of the warm start's study
+
+    @property
+    def study_url(self) -> str:
+        return self.optuna_storage or study_storage.default_url(self.path)
 
     @property
     def path(self) -> Path:
@@ -76,13 +84,16 @@ class SearchPlan:
             f"  budget: {self.trials or 'unlimited'} trials"
             + (f", {self.time_s:.0f} s" if self.time_s else ""),
             f"  resources: {self.gpus_per_trial:g} GPU + {self.cpus_per_trial:g} CPU a trial on "
-            f"{self.device}; up to {self.concurrency} at a time "
-            f"({self.gpus_total:g} GPU, "
-            + (f"{self.cpus_total:g} CPU in all)" if self.cpus_total is not None else
-               "and as many as the cluster's CPUs allow)"),
+            f"{self.device}; "
+            + ("as many at a time as the cluster's CPUs allow"
+               if self.cpus_total is None and not self.gpus_per_trial else
+               f"up to {self.concurrency} at a time ({self.gpus_total:g} GPU, "
+               + (f"{self.cpus_total:g} CPU in all)" if self.cpus_total is not None else
+                  "and as many as the cluster's CPUs allow)")),
             f"  ray: {self.address or 'local, 127.0.0.1'}",
             f"  storage: {self.path}",
             f"  mlflow: {self.mlflow_uri} (experiment {self.experiment})",
+            f"  optuna: {self.study_url}",
             *[f"  note: {note}" for note in self.notes],
         ]  # fmt: skip
         return "\n".join(lines)
@@ -113,6 +124,7 @@ def make_plan(
     dry_run: bool = False,
     warm_start: str | None = None,
     verbose: bool = False,
+    optuna_storage: str | None = None,
 ) -> SearchPlan:
     """Check every flag against the space, the machine, the store and the storage; raise
     UserError before anything is started or written. A dry run does not ask the cluster of
@@ -194,6 +206,13 @@ def make_plan(
             )
         trials, finished = budget, meta["status"] == "finished"
         base = meta["base"]  # as the search started, so its checkpoints still match
+        recorded = meta.get("optuna_storage") or study_storage.default_url(path)
+        if optuna_storage and optuna_storage != recorded:
+            raise UserError(
+                f"search {name!r} keeps its Optuna study in {recorded}; resume it with that "
+                "--optuna-storage (or without --optuna-storage)"
+            )
+        optuna_storage = recorded
     else:
         base = _trial_base(space)
     if not resume and path.exists():
@@ -201,7 +220,15 @@ def make_plan(
             f"a search named {name!r} already exists in {storage_path}; pass --resume to "
             "continue it, or --name NEW to start another"
         )
-    warm_path = _check_warm_start(warm_start, storage_path, resume) if warm_start else None
+    warm_path, warm_url = (
+        _check_warm_start(warm_start, storage_path, resume, reachable=not dry_run)
+        if warm_start
+        else (None, None)
+    )
+    if optuna_storage and not finished:
+        study_storage.check(
+            optuna_storage, name, exists=None if resume else False, reachable=not dry_run
+        )
     device = "cuda" if gpus_per_trial > 0 and not simulated else "cpu"
     base = {**base, "run.device": device, "run.threads": max(1, int(cpus_per_trial))}
     mlflow_uri = mlflow_uri or tracking.default_tracking_uri()
@@ -230,20 +257,37 @@ def make_plan(
         verbose=verbose,
         simulated_gpus=simulated,
         notes=tuple(notes),
+        optuna_storage=optuna_storage or "",
+        warm_start_storage=warm_url,
     )
 
 
-def _check_warm_start(name: str, storage: Path, resume: bool) -> Path:
+def _check_warm_start(
+    name: str, storage: Path, resume: bool, *, reachable: bool
+) -> tuple[Path, str]:
+    """The earlier search's folder and the URL of its Optuna study (as its search.json
+    records it; beside its trials for searches from before `--optuna-storage`)."""
     if resume:
         raise UserError("--warm-start starts a new search; a resumed search keeps its study")
     path = storage / name
-    if not (path / OPTUNA_DB).is_file():
-        known = sorted(p.name for p in storage.glob(f"*/{OPTUNA_DB}")) if storage.is_dir() else []
+    if (path / SEARCH_META).is_file():
+        url = read_meta(path).get("optuna_storage") or study_storage.default_url(path)
+    elif (path / OPTUNA_DB).is_file():
+        url = study_storage.default_url(path)
+    else:
+        known = sorted(
+            {p.parent.name for pattern in (f"*/{SEARCH_META}", f"*/{OPTUNA_DB}")
+             for p in storage.glob(pattern)} if storage.is_dir() else set()
+        )  # fmt: skip
         raise UserError(
             f"--warm-start {name}: no search {name!r} with an Optuna study in {storage}; "
-            f"searches there: {', '.join(p.split('/')[0] for p in known) or 'none'}"
+            f"searches there: {', '.join(known) or 'none'}"
         )
-    return path
+    try:
+        study_storage.check(url, name, exists=True, reachable=reachable)
+    except study_storage.StudyStorageError as err:
+        raise UserError(f"--warm-start {name}: {err}") from None
+    return path, url
 
 
 def _trial_base(space: SearchSpace) -> dict[str, Any]:
@@ -306,9 +350,10 @@ def _write_meta(plan: SearchPlan, parent_id: str, status: str) -> None:
         "parent_run_id": parent_id,
         "mlflow_uri": plan.mlflow_uri,
         "experiment": plan.experiment,
+        "optuna_storage": plan.study_url,
         "space": str(plan.space.path),
         "budget": {"trials": plan.trials, "time_s": plan.time_s},
-        "base": {k: v for k, v in plan.base.items() if not k.startswith("run.")},
+        "base": {k: v for k, v in plan.base.items() if k not in MACHINE_KEYS},
         "status": status,
     }
     files.write_text(plan.path / SEARCH_META, json.dumps(meta, indent=2))
@@ -332,8 +377,13 @@ def run_search(plan: SearchPlan) -> dict[str, Any]:
         client = tracking.connect(plan.mlflow_uri)
         exp_id = tracking.experiment_id(client, plan.experiment)
         if plan.resume:
+            from mixmo_search.search.lost_trials import end_lost_trials
+
             parent_id = read_meta(plan.path)["parent_run_id"]
             tracking.set_status(client, parent_id, "running")
+            lost = end_lost_trials(plan, client, exp_id, parent_id)
+            if lost:  # its driver was killed: see lost_trials
+                print(f"{lost} trial(s) started after Ray Tune's last save were ended as lost")
         else:
             plan.path.mkdir(parents=True)
             parent_id = _start_parent(client, exp_id, plan)
@@ -345,6 +395,9 @@ def run_search(plan: SearchPlan) -> dict[str, Any]:
         except KeyboardInterrupt:
             pass
         finally:
+            from mixmo_search.search.tracking_queue import flush_all
+
+            flush_all()  # every trial update written before the search reads them back
             interrupted = _was_interrupted(plan, statuses, time.monotonic() - started)
             if interrupted:  # also on a crash: leave nothing RUNNING; --resume reopens them
                 _mark_interrupted(client, exp_id, parent_id)
@@ -452,7 +505,6 @@ def _versions() -> dict[str, str]:
 
 def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
     """Build the Tuner (or restore it) and fit it on the running Ray; return trial statuses."""
-    import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -495,14 +547,14 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
             str(plan.path), trainable, resume_unfinished=True, resume_errored=True
         )
     else:
-        storage = optuna.storages.RDBStorage(f"sqlite:///{plan.path / OPTUNA_DB}")
+        storage = study_storage.open_storage(plan.study_url)
         if plan.warm_start is not None:
             added = seed_study(
                 storage,
                 plan.name,
                 space,
                 source_name=plan.warm_start.name,
-                source=f"sqlite:///{plan.warm_start / OPTUNA_DB}",
+                source=plan.warm_start_storage or study_storage.default_url(plan.warm_start),
             )
             print(f"warm start: {added} trials of {plan.warm_start.name} seed the sampler")
         metrics, modes = space.metric_modes()

@@ -2,7 +2,8 @@
 
 Every command it prints runs as shown: it names the interpreter that ran the search (the
 virtual environment's, when `python` on PATH is another one) and every flag that is not a
-default, so a pasted `--resume` finds the same storage, store and resources.
+default, so a pasted `--resume` finds the same storage, store and resources. A tracking
+server serves its own MLflow UI: then the address is printed instead of `mlflow ui`.
 """
 
 from __future__ import annotations
@@ -119,14 +120,20 @@ def format_summary(summary: dict[str, Any], plan: SearchPlan) -> str:
 def next_steps(plan: SearchPlan) -> list[tuple[str, str]]:
     """(label, command) of what to run next, each as it should be pasted."""
     python, uri = interpreter(), shlex.quote(plan.mlflow_uri)
-    study = shlex.quote(f"sqlite:///{plan.path / 'optuna.db'}")
+    study = shlex.quote(plan.study_url)  # libpq finds a server's password in PGPASSFILE
     return [
         ("dashboard:", f"MLFLOW_TRACKING_URI={uri} {python} -m streamlit run "
                        f"{_here(DASHBOARD)} --server.address 127.0.0.1"),
-        ("MLflow UI:", f"{python} -m mlflow ui --backend-store-uri {uri} --host 127.0.0.1"),
+        ("MLflow UI:", plan.mlflow_uri if _is_server(plan.mlflow_uri) else
+                       f"{python} -m mlflow ui --backend-store-uri {uri} --host 127.0.0.1"),
         ("Optuna:", f"{script('optuna-dashboard')} {study} --host 127.0.0.1"),
         ("promote:", f"{python} -m mixmo_search.promote --search {plan.name} --mlflow-uri {uri}"),
     ]  # fmt: skip
+
+
+def _is_server(uri: str) -> bool:
+    """A tracking server serves its own UI (`mlflow ui` cannot open it as a store)."""
+    return uri.startswith(("http://", "https://"))
 
 
 def resume_command(plan: SearchPlan) -> str:

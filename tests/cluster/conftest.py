@@ -174,33 +174,181 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=20)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(postgres: Postgres, tmp_path_factory) -> Iterator[MlflowServer]:
-    """`infra/mlflow-server.sh` on 127.0.0.1: PostgreSQL backend, artifacts proxied to a folder."""
-    backend_uri = postgres.create_database("mlflow", "mlflow-test-password")
-    root = tmp_path_factory.mktemp("mlflow-server")
-    artifacts, log, port = root / "mlartifacts", root / "server.log", free_port()
+def start_mlflow_server(
+    postgres: Postgres, database: str, password: str, root: Path, port: int
+) -> subprocess.Popen:
+    """`infra/mlflow-server.sh` on 127.0.0.1:`port` over the role and database `database`,
+    artifacts under `root`/mlartifacts, output appended to `root`/server.log; once healthy."""
     bin_dir = str(Path(sys.executable).parent)  # this environment's `mlflow`
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         # the password reaches libpq through the environment, never the command line
-        "MLFLOW_BACKEND_STORE_URI": f"postgresql://mlflow@{postgres.host}:{postgres.port}/mlflow",
-        "PGPASSWORD": "mlflow-test-password",
-        "MLFLOW_ARTIFACTS_DESTINATION": str(artifacts),
+        "MLFLOW_BACKEND_STORE_URI": (
+            f"postgresql://{database}@{postgres.host}:{postgres.port}/{database}"
+        ),
+        "PGPASSWORD": password,
+        "MLFLOW_ARTIFACTS_DESTINATION": str(root / "mlartifacts"),
         "MLFLOW_PORT": str(port),
         "MLFLOW_WORKERS": "1",
     }
     for name in ("MLFLOW_HOST", "MLFLOW_TRACKING_URI", "MLFLOW_SERVER_ALLOWED_HOSTS"):
         env.pop(name, None)  # the script's defaults are under test
-    with log.open("w") as out:
+    log = root / "server.log"
+    with log.open("a") as out:
         proc = subprocess.Popen(
             ["bash", str(INFRA / "mlflow-server.sh")], env=env, cwd=root,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        uri = f"http://127.0.0.1:{port}"
-        wait_healthy(f"{uri}/health", proc, log, START_TIMEOUT_S)
-        yield MlflowServer(uri, artifacts, backend_uri, log)
+        wait_healthy(f"http://127.0.0.1:{port}/health", proc, log, START_TIMEOUT_S)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres: Postgres, tmp_path_factory) -> Iterator[MlflowServer]:
+    """`infra/mlflow-server.sh` on 127.0.0.1: PostgreSQL backend, artifacts proxied to a folder."""
+    backend_uri = postgres.create_database("mlflow", "mlflow-test-password")
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    proc = start_mlflow_server(postgres, "mlflow", "mlflow-test-password", root, port)
+    try:
+        yield MlflowServer(
+            f"http://127.0.0.1:{port}", root / "mlartifacts", backend_uri, root / "server.log"
+        )
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def server_tools():
+    """For tests that start, kill and restart servers themselves."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(free_port=free_port, start_mlflow=start_mlflow_server, stop=stop)
+
+
+@dataclass(frozen=True)
+class StudyDatabase:
+    """A PostgreSQL database for Optuna studies, reached as infra/README.md says: a URL
+    without the password, which libpq reads from a 0600 password file."""
+
+    url: str  # postgresql://studies@127.0.0.1:PORT/studies
+    pgpass: Path
+
+    def env(self) -> dict[str, str]:
+        return {"PGPASSFILE": str(self.pgpass)}
+
+
+@pytest.fixture(scope="session")
+def study_database(postgres: Postgres, tmp_path_factory) -> StudyDatabase:
+    password = "studies-test-password"
+    postgres.create_database("studies", password)
+    pgpass = tmp_path_factory.mktemp("studies") / "pgpass"
+    pgpass.write_text(f"{postgres.host}:{postgres.port}:studies:studies:{password}\n")
+    pgpass.chmod(0o600)
+    url = f"postgresql://studies@{postgres.host}:{postgres.port}/studies"
+    return StudyDatabase(url, pgpass)
+
+
+@dataclass
+class RayCluster:
+    """A head and worker nodes on 127.0.0.1 (tests/cluster/ray_nodes.py), token auth on."""
+
+    address: str  # 127.0.0.1:PORT, the head's GCS
+    head: str  # node ids
+    workers: list[str]
+    token: str
+    temp_dir: Path
+    proc: subprocess.Popen
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a driver (or a node) of this cluster: its token, the loopback
+        setting, this checkout on PYTHONPATH, and Ray's files under the cluster's folder."""
+        root = str(Path(__file__).resolve().parents[2])
+        path = os.environ.get("PYTHONPATH")
+        return {
+            **os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": str(self.temp_dir),
+            "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root,
+            "PYTHONUNBUFFERED": "1", **extra,
+        }  # fmt: skip
+
+    def command(self, line: str, timeout: float = 180) -> dict:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return _read_json_line(self.proc, timeout)
+
+    def add_worker(self) -> str:
+        node = self.command("add")["added"]
+        self.workers.append(node)
+        return node
+
+    def kill(self, node_id: str) -> None:
+        """SIGKILL every process of a worker node (raylet, its workers and agents)."""
+        self.command(f"kill {node_id}")
+        self.workers.remove(node_id)
+
+
+def _read_json_line(proc: subprocess.Popen, timeout: float) -> dict:
+    import json
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if selector.select(timeout=1):
+                line = proc.stdout.readline()
+                if line.startswith("{"):
+                    return json.loads(line)
+                if not line:
+                    break
+    raise AssertionError(f"the Ray cluster helper did not answer (exit {proc.poll()})")
+
+
+def _end_session(sid: int) -> None:
+    """SIGKILL what is left of the processes this test started in session `sid`."""
+    import psutil
+
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid:
+                proc.kill()
+        except (OSError, psutil.Error):
+            continue
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """A head (0 CPUs: the driver's node) and two 1-CPU worker nodes, all on 127.0.0.1 with
+    their own token; Ray's files in a private folder (short: Ray's socket paths are limited)."""
+    import secrets
+
+    temp_dir = Path(tempfile.mkdtemp(prefix="mxr-", dir="/tmp"))
+    cluster = RayCluster("", "", [], secrets.token_hex(32), temp_dir, None)  # type: ignore[arg-type]
+    env = cluster.env(
+        # a killed node is declared dead within seconds (Ray's defaults take ~30 s)
+        RAY_health_check_period_ms="1000", RAY_health_check_timeout_ms="2000",
+        RAY_health_check_failure_threshold="3",
+    )  # fmt: skip
+    cluster.proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("ray_nodes.py")), "--workers", "2"],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        started = _read_json_line(cluster.proc, 300)
+        cluster.address, cluster.head = started["address"], started["head"]
+        cluster.workers = started["workers"]
+        yield cluster
+    finally:
+        try:
+            cluster.proc.communicate("quit\n", timeout=120)
+        except subprocess.TimeoutExpired:
+            pass
+        _end_session(cluster.proc.pid)
+        shutil.rmtree(temp_dir, ignore_errors=True)
