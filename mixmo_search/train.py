@@ -49,12 +49,12 @@ class EpochReport:
 
 def lr_at(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
     """Linear warm-up over `warmup_epochs`, then x gamma at each 1-based milestone epoch."""
-    o = cfg.optim
-    warmup_steps = o.warmup_epochs * steps_per_epoch
+    optim = cfg.optim
+    warmup_steps = optim.warmup_epochs * steps_per_epoch
     done = epoch * steps_per_epoch + step + 1
     warm = min(1.0, done / warmup_steps) if warmup_steps > 0 else 1.0
-    decays = sum(epoch + 1 >= m for m in o.milestones)
-    return cfg.base_lr * warm * o.gamma**decays
+    decays = sum(epoch + 1 >= milestone for milestone in optim.milestones)
+    return cfg.base_lr * warm * optim.gamma**decays
 
 
 def train(
@@ -133,30 +133,30 @@ def train(
     # compile the training forward (one fixed shape); evaluation stays eager
     step_model = torch.compile(model, mode=cfg.run.compile_mode) if cfg.run.compile else model
 
-    m, o = cfg.mixing, cfg.optim
+    mixing, optim = cfg.mixing, cfg.optim
     started = time.perf_counter()
     train_seconds = 0.0
     final: dict[str, float] | None = None
-    for epoch in range(start_epoch, o.epochs):
-        p_t = p_at(epoch, o.epochs, m.p, m.p_decay_start)
+    for epoch in range(start_epoch, optim.epochs):
+        p_t = p_at(epoch, optim.epochs, mixing.p, mixing.p_decay_start)
         indices = epoch_indices(
             len(ds.train),
             batch_size=slots,
-            batch_repeat=o.batch_repeat,
+            batch_repeat=optim.batch_repeat,
             n_members=n_members,
-            input_repeat=o.input_repeat,
+            input_repeat=optim.input_repeat,
             device=device,
         )[:steps_per_epoch]  # (S, M, B)
         model.train()
         loss_sum = torch.zeros((), device=device)
-        correct_sum = torch.zeros((), device=device)
+        train_acc_sum = torch.zeros((), device=device)
         binary_steps = 0
         # first step whose loss was non-finite or above DIVERGED_LOSS (-1: none), and its loss;
         # kept on the device and read every DIVERGENCE_CHECK_STEPS steps
         bad_step = torch.full((), -1, dtype=torch.long, device=device)
         bad_loss = torch.zeros((), device=device)
         epoch_start = time.perf_counter()
-        bar = _progress(indices, cfg, f"epoch {epoch + 1}/{o.epochs}")
+        bar = _progress(indices, cfg, f"epoch {epoch + 1}/{optim.epochs}")
         for step, idx in enumerate(bar):
             lr = lr_at(cfg, epoch, step, steps_per_epoch)
             for group in opt.param_groups:
@@ -167,12 +167,12 @@ def train(
             )  # fmt: skip
             with autocast(device, cfg.run.precision):
                 logits = step_model(batch.images, batch.mix.masks)  # (M, B, K)
-            loss = mixmo_loss(logits, batch, m.reweight_r)
+            loss = mixmo_loss(logits, batch, mixing.reweight_r)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum += loss.detach()
-            correct_sum += (logits.detach().argmax(-1) == batch.labels).float().mean()
+            train_acc_sum += (logits.detach().argmax(-1) == batch.labels).float().mean()
             binary_steps += batch.mix.binary  # decided on the host: no sync
             first_bad = (bad_step < 0) & ~(torch.isfinite(loss) & (loss < DIVERGED_LOSS))
             bad_step = torch.where(first_bad, step, bad_step)
@@ -188,7 +188,7 @@ def train(
         train_seconds += epoch_seconds
         metrics = {
             "train/loss": epoch_loss,
-            "train/acc": correct_sum.item() / steps_per_epoch,
+            "train/acc": train_acc_sum.item() / steps_per_epoch,
             "train/slots_per_s": steps_per_epoch * slots / epoch_seconds,
             "train/binary_frac": binary_steps / steps_per_epoch,  # follows p (§Training step 4)
             "lr": lr,
@@ -196,7 +196,7 @@ def train(
         }
 
         # validation, best checkpoint (the paper protocol keeps the last epoch), last, callback
-        is_last = epoch + 1 == o.epochs
+        is_last = epoch + 1 == optim.epochs
         if not holdout and is_last:
             best_epoch = epoch + 1
             checkpoint.save(best_path, {"model": model.state_dict(), "epoch": best_epoch})
@@ -230,7 +230,7 @@ def train(
             shown = ", ".join(
                 f"{k} {metrics[k]:.4f}" for k in ("train/loss", "val/acc") if k in metrics
             )
-            print(f"epoch {epoch + 1}/{o.epochs}: {shown}", flush=True)
+            print(f"epoch {epoch + 1}/{optim.epochs}: {shown}", flush=True)
         if is_last:  # evaluate before the last report: a scheduler may stop us right after it
             final = _evaluate_best(model, ds, normalize, cfg, out_dir)
             metrics.update({f"final/{k}": v for k, v in final.items()})
@@ -243,12 +243,12 @@ def train(
     results = {
         **final,
         "best_epoch": float(best_epoch),
-        "epochs": float(o.epochs),
+        "epochs": float(optim.epochs),
         "train/images": float(len(ds.train)),  # 45k on CIFAR with holdout, 50k with paper
         "train/seconds": train_seconds,
         "train/slots_per_s": steps_per_epoch
         * slots
-        * (o.epochs - start_epoch)
+        * (optim.epochs - start_epoch)
         / max(train_seconds, 1e-9),
         "wall_seconds": time.perf_counter() - started,
     }

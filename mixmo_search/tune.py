@@ -13,9 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from mixmo_search import tracking
 from mixmo_search.errors import Parser, exit_on_user_error
+
+if TYPE_CHECKING:
+    import optuna
+
+    from mixmo_search.search.space import SearchSpace
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     print(plan.describe(), flush=True)
     if args.dry_run:
-        example = space.trial_config({**plan.base, **space.define_by_run(_fixed_trial(space))})
+        example = space.trial_config({**plan.base, **space.define_by_run(_example_trial(space))})
         print("  example trial config:", json.dumps(example.flat(), default=str))
         print("dry run: nothing was started or written")
         return
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130)  # the shell's code for Ctrl-C
 
 
-def _fixed_trial(space):
+def _example_trial(space: SearchSpace) -> optuna.trial.Trial:
     """An Optuna trial that draws from the sampler once, in memory, for the dry-run example."""
     import optuna
 

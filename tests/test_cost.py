@@ -28,8 +28,8 @@ def test_a_linear_layer_costs_its_multiply_adds():
 
 @pytest.mark.parametrize("name", list_models())
 def test_members_share_one_test_time_forward(name):
-    """spec §Inference: the encoders sum into one conv, so M = 3 costs one core forward plus
-    two more heads; its parameters are two more encoders and heads."""
+    """The encoders sum into one conv (docs/method.md §Inference), so M = 3 costs one core
+    forward plus two more heads; its parameters are two more encoders and heads."""
     with torch.device("meta"):  # shapes only: FLOPs and parameter counts need no values
         nets = {m: create_model(name, n_members=m, num_classes=N_CLASSES).eval() for m in (1, 3)}
         image = torch.zeros(1, 3, 16, 16)

@@ -1,4 +1,7 @@
-"""MixMoNet: M encoders -> mixing -> one shared core -> M heads, over any core (spec §Idea)."""
+"""MixMoNet: M encoders -> mixing -> one shared core -> M heads, over any core.
+
+The method, as this project trains it: docs/method.md (§Idea, §Training step, §Inference).
+"""
 
 from __future__ import annotations
 
@@ -58,7 +61,10 @@ class MixMoNet(nn.Module):
 
     @property
     def encoder_stride(self) -> int:
-        """Spatial stride of the encoders: masks are (H // encoder_stride, W // ...) (spec §5)."""
+        """Spatial stride of the encoders: masks are (H // encoder_stride, W // ...).
+
+        (docs/method.md §Training step 5)
+        """
         return self.encoders[0].stride[0]
 
     def forward(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
@@ -88,12 +94,13 @@ class MixMoNet(nn.Module):
             features = encoder(member_x)  # (B, C, h, w)
             # Cast so bf16 autocast features are not promoted to fp32 by fp32 masks.
             z = z + mask.to(features.dtype) * features
-        # spec §6: the factor M keeps train features on the scale of the test-time sum.
+        # the factor M keeps train features on the scale of the test-time sum
+        # (docs/method.md §Training step 6)
         return self.n_members * z
 
     def _sum_encoders(self, x: Tensor) -> Tensor:
-        # spec §Inference: z = sum_k conv_k(x). Convolution is linear in its weights, so this
-        # is one conv with the summed weights and biases: one kernel instead of M. Adding
+        # z = sum_k conv_k(x) (docs/method.md §Inference). Convolution is linear in its weights,
+        # so this is one conv with the summed weights and biases: one kernel instead of M. Adding
         # (rather than stacking) keeps the weights' channels_last layout.
         first = self.encoders[0]
         weight = sum(conv.weight for conv in self.encoders)

@@ -59,8 +59,8 @@ def build_preact_resnet18(
     width: int, *, n_members: int, num_classes: int, in_channels: int = 3, stem_stride: int = 1
 ) -> MixMoNet:
     """PreActResNet-18-`width` as a MixMoNet: M 3x3 stem convs, four stages, M linear heads."""
-    # spec §Architectures: 64-channel stem (stride 2 on Tiny ImageNet, set by stem_stride),
-    # four stages of two blocks at 64w/128w/256w/512w, strides 1, 2, 2, 2.
+    # docs/method.md §Architectures: 64-channel stem (stride 2 on Tiny ImageNet, set by
+    # stem_stride), four stages of two blocks at 64w/128w/256w/512w, strides 1, 2, 2, 2.
     widths = [64 * width, 128 * width, 256 * width, 512 * width]
     encoders = [
         nn.Conv2d(in_channels, STEM_WIDTH, 3, stem_stride, padding=1, bias=False)

@@ -32,7 +32,10 @@ def _n_params(net: torch.nn.Module) -> int:
 
 
 def _mixed_inputs(net: MixMoNet, *, size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
-    """M different images and per-pixel masks that sum to 1 over members (spec §5)."""
+    """M different images and per-pixel masks that sum to 1 over members.
+
+    (docs/method.md §Training step 5)
+    """
     m, h = net.n_members, size // net.encoder_stride
     x = torch.randn(m, BATCH, 3, size, size)
     masks = torch.rand(m, BATCH, 1, h, h)
@@ -81,7 +84,8 @@ def test_ensemble_is_mean_of_heads(net: MixMoNet) -> None:
 
 
 def test_uniform_masks_on_one_image_equal_inference(net: MixMoNet) -> None:
-    # MIMO with kappa = 1/M on identical inputs is the test-time sum (spec §6, §Inference).
+    # MIMO with kappa = 1/M on identical inputs is the test-time sum
+    # (docs/method.md §Training step 6, §Inference)
     m = net.n_members
     net.eval()
     x = torch.randn(BATCH, 3, SIZE, SIZE)
