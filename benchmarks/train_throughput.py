@@ -38,10 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mixmo_search.config import TrainConfig, resolve_config  # noqa: E402
 from mixmo_search.datasets import load_dataset  # noqa: E402
-from mixmo_search.inference import autocast, resolve_device  # noqa: E402
+from mixmo_search.inference import autocast, create_network, resolve_device  # noqa: E402
 from mixmo_search.mixing import make_mix  # noqa: E402
-from mixmo_search.models import create_model  # noqa: E402
-from mixmo_search.train import EpochReport, train  # noqa: E402
+from mixmo_search.train import EpochReport, make_optimizer, train  # noqa: E402
 
 
 def throughput_config(
@@ -110,20 +109,10 @@ def bare_network_timer(cfg: TrainConfig) -> Callable[[int], float]:
     device = resolve_device(cfg.run.device)
     ds = load_dataset(cfg.data)  # for its shape only: classes, channels, image size
     m, batch = cfg.model.n_members, cfg.optim.batch_size
-    model = create_model(
-        cfg.model.name,
-        n_members=m,
-        num_classes=ds.num_classes,
-        in_channels=ds.in_channels,
-        stem_stride=cfg.model.stem_stride,
-    ).to(device, memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.base_lr,
-        momentum=cfg.optim.momentum,
-        nesterov=cfg.optim.nesterov,
-        weight_decay=2 * cfg.optim.l2,
+    model = create_network(
+        cfg, num_classes=ds.num_classes, in_channels=ds.in_channels, device=device
     )
+    opt = make_optimizer(model, cfg)
     step_model = torch.compile(model) if cfg.run.compile else model
     size = ds.image_size
     x = torch.randn(m, batch, ds.in_channels, size, size, device=device)

@@ -81,6 +81,23 @@ class InputFormat:
         return cls(ds.in_channels, ds.image_size, ds.num_classes, ds.mean, ds.std)
 
 
+def create_network(
+    config: TrainConfig,
+    *,
+    num_classes: int,
+    in_channels: int,
+    device: torch.device | str = "cpu",
+) -> MixMoNet:
+    """`config`'s network, freshly initialised, channels_last on `device`."""
+    return create_model(
+        config.model.name,
+        n_members=config.model.n_members,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        stem_stride=config.model.stem_stride,
+    ).to(device, memory_format=torch.channels_last)
+
+
 class LoadedNetwork(NamedTuple):
     """A network ready for inference (eval mode), with what it was trained from."""
 
@@ -98,15 +115,11 @@ def build_network(
 ) -> LoadedNetwork:
     """The trained network of `config` with `state_dict` loaded, in eval mode on `device`."""
     device = torch.device(device)
-    model = create_model(
-        config.model.name,
-        n_members=config.model.n_members,
-        num_classes=input_format.num_classes,
-        in_channels=input_format.in_channels,
-        stem_stride=config.model.stem_stride,
+    model = create_network(
+        config, num_classes=input_format.num_classes, in_channels=input_format.in_channels
     )
     model.load_state_dict(state_dict)
-    model = model.to(device, memory_format=torch.channels_last).eval()
+    model = model.to(device).eval()
     normalize = Normalizer(input_format.mean, input_format.std, device)
     return LoadedNetwork(model, config, normalize, input_format)
 

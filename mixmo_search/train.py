@@ -28,10 +28,16 @@ from mixmo_search.cost import inference_cost
 from mixmo_search.data import Normalizer, epoch_indices
 from mixmo_search.datasets import Dataset, load_dataset
 from mixmo_search.errors import ConfigError, Parser, TrainingDiverged, exit_on_user_error
-from mixmo_search.inference import autocast, evaluate_split, member_logits, resolve_device
+from mixmo_search.inference import (
+    autocast,
+    create_network,
+    evaluate_split,
+    member_logits,
+    resolve_device,
+)
 from mixmo_search.metrics import evaluate
 from mixmo_search.mixing import p_at
-from mixmo_search.models import MixMoNet, create_model
+from mixmo_search.models import MixMoNet
 from mixmo_search.predictions import save_predictions
 from mixmo_search.step import make_batch, mixmo_loss
 
@@ -55,6 +61,19 @@ def lr_at(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> floa
     warm = min(1.0, done / warmup_steps) if warmup_steps > 0 else 1.0
     decays = sum(epoch + 1 >= milestone for milestone in optim.milestones)
     return cfg.base_lr * warm * optim.gamma**decays
+
+
+def make_optimizer(model: MixMoNet, cfg: TrainConfig) -> torch.optim.SGD:
+    """SGD as the recipe says. The reference adds l2 * sum(theta^2) to the loss; its gradient
+    2 * l2 * theta is exactly SGD's weight_decay = 2 * l2, which costs nothing extra per step;
+    recipes that use SGD's own weight decay (Tiny ImageNet) add it."""
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.base_lr,
+        momentum=cfg.optim.momentum,
+        nesterov=cfg.optim.nesterov,
+        weight_decay=2 * cfg.optim.l2 + cfg.optim.weight_decay,
+    )
 
 
 def train(
@@ -100,25 +119,11 @@ def train(
         )
 
     # model: M encoders -> mix -> shared core -> M heads
-    model = create_model(
-        cfg.model.name,
-        n_members=n_members,
-        num_classes=ds.num_classes,
-        in_channels=ds.in_channels,
-        stem_stride=cfg.model.stem_stride,
-    ).to(device, memory_format=torch.channels_last)
-    mask_size = (ds.image_size // model.encoder_stride,) * 2
-
-    # optimizer: the reference adds l2 * sum(theta^2) to the loss; its gradient 2 * l2 * theta
-    # is exactly SGD's weight_decay = 2 * l2, which costs nothing extra per step; recipes that
-    # use SGD's own weight decay (Tiny ImageNet) add it
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.base_lr,
-        momentum=cfg.optim.momentum,
-        nesterov=cfg.optim.nesterov,
-        weight_decay=2 * cfg.optim.l2 + cfg.optim.weight_decay,
+    model = create_network(
+        cfg, num_classes=ds.num_classes, in_channels=ds.in_channels, device=device
     )
+    mask_size = (ds.image_size // model.encoder_stride,) * 2
+    opt = make_optimizer(model, cfg)
 
     # resume from last.pt, checking it was written for the same training
     start_epoch, best_acc, best_epoch = 0, -1.0, 0
