@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import streamlit as st
 
-from mixmo_search import tracking
+from mixmo_search import tracking, trial_table
 from mixmo_search.pareto import pareto_front
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def search_label(search: Mapping[str, Any]) -> str:
 def trials(uri: str, exp_id: str, search_id: str) -> pd.DataFrame:
     """The search's trials, one row each, with reported metrics (see `reported_metrics`)."""
     return reported_metrics(
-        tracking.load_trials(tracking.connect(uri, create=False), exp_id, search_id)
+        trial_table.load_trials(tracking.connect(uri, create=False), exp_id, search_id)
     )
 
 

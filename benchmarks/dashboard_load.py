@@ -8,7 +8,7 @@ Writes a synthetic but realistic search into a temporary SQLite MLflow store thr
 params (cifar10_cut_mixmo plus four searched keys), about 20 metrics per epoch, final
 validation, test and inference-cost metrics for finished trials, and the statuses an ASHA
 search leaves (most trials stopped early). Then it times reading the trials (MLflow's
-`search_runs` against the SQL reader `tracking.load_trials` uses on SQLite) and the
+`search_runs` against the SQL reader `trial_table.load_trials` uses on SQLite) and the
 dashboard's load path with empty caches ("cold", what a user opening the search waits for)
 and filled ones ("warm", every later rerun), and prints JSON. The target is a 500-trial
 search's first view in <= 3 s.
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import parameters, queries  # noqa: E402
-from mixmo_search import tracking  # noqa: E402
+from mixmo_search import tracking, trial_table  # noqa: E402
 from mixmo_search.config import resolve_config  # noqa: E402
 
 OBJECTIVES = (
@@ -152,10 +152,10 @@ def main() -> None:
             "write_store_s": round(write_s, 1),
             "connect_s": timed(lambda: tracking.connect(uri), repeats=3),
             "search_runs_trials_s": timed(
-                lambda: tracking._load_trials_api(tracking.connect(uri), exp_id, parent)
+                lambda: trial_table._load_trials_api(tracking.connect(uri), exp_id, parent)
             ),
             "load_trials_sql_s": timed(
-                lambda: tracking.load_trials(tracking.connect(uri), exp_id, parent), repeats=3
+                lambda: trial_table.load_trials(tracking.connect(uri), exp_id, parent), repeats=3
             ),
         }
         clear_caches()

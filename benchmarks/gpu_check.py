@@ -1,5 +1,6 @@
 """One prepared device check of the trainer on one GPU: correctness, speed, memory, packing and
-accuracy, written as one JSON and one Markdown report.
+accuracy, written as one JSON and one Markdown report. One file on purpose: it is carried to
+a borrowed GPU machine and run there with its own Python, in one call.
 
     python benchmarks/gpu_check.py --out benchmarks/gpu_check_out      # one H100/H200, <= 8 min
     python benchmarks/gpu_check.py --data cifar10_12k.npz              # and real CIFAR images

@@ -34,8 +34,9 @@ from mixmo_search.search.cluster import use_local_ray_env  # noqa: E402
 
 use_local_ray_env()  # before ray is imported: loopback and token authentication
 
-from mixmo_search import tracking  # noqa: E402
-from mixmo_search.search.run import make_plan, run_search  # noqa: E402
+from mixmo_search import tracking, trial_table  # noqa: E402
+from mixmo_search.search.plan import make_plan  # noqa: E402
+from mixmo_search.search.run import run_search  # noqa: E402
 from mixmo_search.search.space import load_space  # noqa: E402
 
 SPACE = Path(__file__).parent / "spaces" / "efficiency.yaml"
@@ -71,7 +72,7 @@ def trial_records(uri: str) -> list[dict[str, Any]]:
     client = tracking.connect(uri, create=False)
     exp_id = tracking.experiment_id(client, create=False)
     (parent,) = tracking.list_searches(client, exp_id).run_id
-    trials = tracking.load_trials(client, exp_id, parent)
+    trials = trial_table.load_trials(client, exp_id, parent)
     records = []
     for row in trials.to_dict("records"):
         history = client.get_metric_history(row["run_id"], "train/loss")

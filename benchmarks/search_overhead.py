@@ -24,7 +24,8 @@ from mixmo_search.search.cluster import use_local_ray_env  # noqa: E402
 
 use_local_ray_env()  # before ray is imported: loopback and token authentication
 
-from mixmo_search.search.run import make_plan, run_search  # noqa: E402
+from mixmo_search.search.plan import make_plan  # noqa: E402
+from mixmo_search.search.run import run_search  # noqa: E402
 from mixmo_search.search.space import load_space  # noqa: E402
 from mixmo_search.train import train  # noqa: E402
 

@@ -17,6 +17,10 @@ A current alias holder that is better on the policy's metrics (for `pareto-knee`
 dominates the candidate on both) is kept unless `--force`. `plan_promotion` checks a request
 against the store and writes nothing: the dashboard shows its plan for confirmation, then
 calls `promote`, which also rebuilds and re-tests the network before its first write.
+
+Why one module of ~500 lines: it reads top to bottom as the promotion does (request checks,
+candidates, the holder, the refusal rule, rebuild and re-test, the writes, the CLI), and each
+part serves only this flow; the shared pieces live elsewhere (`serving`, `inference`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mixmo_search import tracking
+from mixmo_search import tracking, trial_table
 from mixmo_search.errors import Parser, UserError, exit_on_user_error
 
 if TYPE_CHECKING:
@@ -192,7 +196,7 @@ def promote(
 
 def finished_trials(client: MlflowClient, exp_id: str, parent_id: str, search: str) -> list[Trial]:
     """The search's finished trials (sorted by trial id), or an error saying what there is."""
-    rows = tracking.load_trials(client, exp_id, parent_id)
+    rows = trial_table.load_trials(client, exp_id, parent_id)
     records = rows.to_dict("records") if len(rows) else []
     finished = [
         Trial(

@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         use_local_ray_env()
     else:
         use_cluster_env(args.address)
-    from mixmo_search.search.run import make_plan, run_search
+    from mixmo_search.search.plan import make_plan
+    from mixmo_search.search.run import run_search
     from mixmo_search.search.space import load_space
     from mixmo_search.search.summary import print_summary
 

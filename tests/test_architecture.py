@@ -25,11 +25,12 @@ LAYERS = [
     ["inference", "cost", "step", "ensembles"],
     ["train"],
     ["tracking"],
+    ["trial_table"],
     ["search", "search.types", "search.fields", "search.samplers", "search.placement",
      "search.study_storage", "search.tracking_queue", "search.schema", "search.space",
      "search.outcomes", "search.cluster", "search.optuna_search", "search.trainable",
      "search.lost_trials", "search.mlflow_callback", "search.progress", "search.summary",
-     "search.run"],
+     "search.plan", "search.run"],
     ["serving", "promote", "predict", "tune"],
 ]  # fmt: skip
 TRAINER_CORE = [m for layer in LAYERS[:6] for m in layer]

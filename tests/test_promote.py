@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from mixmo_search import tracking
+from mixmo_search import tracking, trial_table
 from mixmo_search.config import resolve_config
 from mixmo_search.predictions import load_predictions
 from mixmo_search.promote import POLICIES, PromoteError, Trial, main, promote, select_trial
@@ -99,7 +99,7 @@ def test_policies_rank_on_validation_metrics_only():
 def test_promotion_registers_a_tagged_version_under_the_alias(search_store, store, champion):
     client = MlflowClient(store)
     exp_id = tracking.experiment_id(client, create=False)
-    trials = tracking.load_trials(client, exp_id, search_store.parent_run_id)
+    trials = trial_table.load_trials(client, exp_id, search_store.parent_run_id)
     finished = trials[trials["status"] == "finished"]
     best = finished.sort_values(["final/val/acc", "trial_id"], ascending=[False, True]).iloc[0]
     tags = champion.tags

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mixmo_search import tracking
+from mixmo_search import tracking, trial_table
 
 SPACES = Path(__file__).parent / "spaces"
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,4 +162,4 @@ def test_two_searches_and_the_dashboard_on_one_new_store_at_once(tmp_path, attem
     found = tracking.list_searches(client, exp_id)
     assert sorted(found.search) == ["s0", "s1"] and set(found.status) == {"FINISHED"}
     for run_id in found.run_id:
-        assert len(tracking.load_trials(client, exp_id, run_id)) == 1
+        assert len(trial_table.load_trials(client, exp_id, run_id)) == 1

@@ -20,7 +20,7 @@ from mixmo_search.search.optuna_search import OPTUNA_TRIAL
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from mixmo_search.search.run import SearchPlan
+    from mixmo_search.search.plan import SearchPlan
 
 LOST = "mixmo.lost"
 REASON = (

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from ray.tune.experiment import Trial
 
-    from mixmo_search.search.run import SearchPlan
+    from mixmo_search.search.plan import SearchPlan
 
 # Tune's own bookkeeping keys: not worth an MLflow metric each
 _SKIP = {"timestamp", "time_this_iter_s", "time_total_s", "pid", "training_iteration",

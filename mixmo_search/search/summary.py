@@ -19,7 +19,7 @@ from mixmo_search.pareto import pareto_front
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mixmo_search.search.run import SearchPlan
+    from mixmo_search.search.plan import SearchPlan
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
 

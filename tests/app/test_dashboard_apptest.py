@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mixmo_search import tracking
+from mixmo_search import tracking, trial_table
 from mixmo_search.promote import plan_promotion
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
@@ -52,7 +52,7 @@ def plotly_specs(app: AppTest) -> list[dict]:
 def trials(search_store):
     client = tracking.connect(search_store.uri)
     exp_id = tracking.experiment_id(client, create=False)
-    return tracking.load_trials(client, exp_id, search_store.parent_run_id)
+    return trial_table.load_trials(client, exp_id, search_store.parent_run_id)
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -213,7 +213,7 @@ def test_running_search_without_a_finished_trial(monkeypatch, running_store, pag
 def mixed(ensemble_store):
     client = tracking.connect(ensemble_store.uri)
     exp_id = tracking.experiment_id(client, create=False)
-    return tracking.load_trials(client, exp_id, ensemble_store.parent_run_id)
+    return trial_table.load_trials(client, exp_id, ensemble_store.parent_run_id)
 
 
 def test_cost_page_draws_mixmo_beside_deep_ensembles(monkeypatch, ensemble_store, mixed):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mixmo_search import tracking
+from mixmo_search import tracking, trial_table
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "app" / "dashboard.py"
@@ -119,7 +119,7 @@ def no_exception(driver) -> None:
 def test_table_and_scatter_render_in_chromium(dashboard_url, browser, search_store):
     client = tracking.connect(search_store.uri)
     exp_id = tracking.experiment_id(client, create=False)
-    trials = tracking.load_trials(client, exp_id, search_store.parent_run_id)
+    trials = trial_table.load_trials(client, exp_id, search_store.parent_run_id)
     scored = int((trials["val/acc"].notna() & trials["val/disagreement"].notna()).sum())
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.get(dashboard_url)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from app import ensembles, parameters, queries
-from mixmo_search import tracking
+from mixmo_search import tracking, trial_table
 from mixmo_search.ensembles import ensemble_cost, evaluate_ensemble
 from mixmo_search.pareto import pareto_front
 from mixmo_search.search.space import load_space
@@ -20,7 +20,7 @@ OBJECTIVES = ["val/acc", "val/disagreement"]  # tests/spaces/pareto_small.yaml
 def raw(search_store):
     client = tracking.connect(search_store.uri)
     exp_id = tracking.experiment_id(client, create=False)
-    return exp_id, tracking.load_trials(client, exp_id, search_store.parent_run_id)
+    return exp_id, trial_table.load_trials(client, exp_id, search_store.parent_run_id)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_sql_reader_matches_search_runs(search_store, raw):
     exp_id, loaded = raw
     client = tracking.connect(search_store.uri)
     assert search_store.uri.startswith("sqlite:")  # so load_trials took the SQL path
-    api = tracking._load_trials_api(client, exp_id, search_store.parent_run_id)
+    api = trial_table._load_trials_api(client, exp_id, search_store.parent_run_id)
     assert list(loaded["run_id"]) == list(api["run_id"])  # newest first, as search_runs
     columns = sorted(api.columns)
     assert sorted(loaded.columns) == columns

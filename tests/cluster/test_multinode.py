@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mixmo_search import tracking
+from mixmo_search import tracking, trial_table
 
 SPACES = Path(__file__).parents[1] / "spaces"
 DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
@@ -70,7 +70,7 @@ def store(uri: str, name: str):
     client = tracking.connect(uri)
     exp_id = tracking.experiment_id(client, create=False)
     parent = tracking.search_run_id(client, exp_id, name)
-    return client, exp_id, parent, tracking.load_trials(client, exp_id, parent)
+    return client, exp_id, parent, trial_table.load_trials(client, exp_id, parent)
 
 
 def logged_trial(uri: str, name: str, epochs: int = 1, *, timeout: float, proc) -> str:
@@ -167,7 +167,7 @@ def test_a_search_runs_its_trials_on_several_nodes(
     # taken in the study database, even for a search in another storage folder
     from mixmo_search.search import study_storage
     from mixmo_search.search.optuna_search import seed_study
-    from mixmo_search.search.run import make_plan
+    from mixmo_search.search.plan import make_plan
     from mixmo_search.search.space import load_space
 
     space = load_space(SPACES / "cluster_small.yaml")
@@ -366,7 +366,7 @@ def test_a_killed_driver_resumes_with_its_study_and_runs(
     # a trial started after Tune's last save (a run and a RUNNING Optuna trial Tune never
     # saved) is ended when the search resumes, whatever moment the driver died
     from mixmo_search.search.lost_trials import LOST, end_lost_trials
-    from mixmo_search.search.run import make_plan
+    from mixmo_search.search.plan import make_plan
     from mixmo_search.search.space import load_space
 
     orphan = study.ask()
@@ -377,7 +377,7 @@ def test_a_killed_driver_resumes_with_its_study_and_runs(
                      address=ray_cluster.address, gpus=0, resume=True, dry_run=True)  # fmt: skip
     assert end_lost_trials(plan, client, exp_id, parent) == 1
     assert client.get_run(run_id).info.lifecycle_stage == "deleted"
-    assert len(tracking.load_trials(client, exp_id, parent)) == 4
+    assert len(trial_table.load_trials(client, exp_id, parent)) == 4
     ended = optuna.load_study(study_name=name, storage=study_database.url).trials[orphan.number]
     assert ended.state.name == "FAIL" and LOST in ended.user_attrs
 

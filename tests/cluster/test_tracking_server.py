@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mixmo_search import tracking
+from mixmo_search import tracking, trial_table
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 
@@ -38,7 +38,7 @@ def test_a_search_logs_to_the_server_and_reads_back(mlflow_server, tmp_path):
     tracking.set_status(client, parent, "finished")
 
     assert tracking.search_run_id(client, exp_id, "server-check") == parent
-    trials = tracking.load_trials(client, exp_id, parent)
+    trials = trial_table.load_trials(client, exp_id, parent)
     assert list(trials["trial_id"]) == ["t0"]
     assert trials.loc[0, "status"] == "finished"
     assert trials.loc[0, "param.optim.lr"] == 0.1 and trials.loc[0, "val/acc"] == 0.7

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mixmo_search.search.run import make_plan
+from mixmo_search.search.plan import make_plan
 from mixmo_search.search.space import load_space
 from mixmo_search.search.summary import format_summary, resume_command, script, summarize
 

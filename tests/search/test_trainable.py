@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mixmo_search import tracking
+from mixmo_search import tracking, trial_table
 from mixmo_search.config import resolve_config
 from mixmo_search.search.trainable import hands_checkpoint
 from mixmo_search.train import train
@@ -86,6 +86,6 @@ def test_a_trial_killed_between_checkpoints_resumes_exactly(tmp_path):
 
     client = tracking.connect(uri)
     meta = json.loads((search / "search.json").read_text())
-    trials = tracking.load_trials(client, tracking.experiment_id(client), meta["parent_run_id"])
+    trials = trial_table.load_trials(client, tracking.experiment_id(client), meta["parent_run_id"])
     steps = [m.step for m in client.get_metric_history(trials.run_id.item(), "val/acc")]
     assert steps == list(range(1, 10))  # epochs 5 and on, reported twice, logged once

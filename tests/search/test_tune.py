@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mixmo_search import tracking
+from mixmo_search import tracking, trial_table
 
 SHIPPED = sorted((Path(__file__).parents[2] / "search_spaces").glob("*.yaml"))
 QUICKSTART = Path(__file__).parents[2] / "search_spaces" / "quickstart.yaml"
@@ -22,7 +22,7 @@ SPACES = Path(__file__).parents[1] / "spaces"
 def _trials(uri: str, parent_id: str):
     client = tracking.connect(uri)
     exp = tracking.experiment_id(client, create=False)
-    return client, tracking.load_trials(client, exp, parent_id)
+    return client, trial_table.load_trials(client, exp, parent_id)
 
 
 @pytest.mark.parametrize("space", SHIPPED, ids=lambda p: p.name)
