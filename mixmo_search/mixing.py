@@ -30,7 +30,10 @@ def sample_kappa(alpha: float, n_members: int, batch: int, device: torch.device)
     if alpha <= 0:
         return torch.full((n_members, batch), 1.0 / n_members, device=device)
     concentration = torch.full((batch, n_members), float(alpha), device=device)
-    return torch.distributions.Dirichlet(concentration).sample().T.contiguous()
+    # validate_args=False: checking the (constant, positive) concentration reads it back on
+    # the host, two device syncs every step
+    dirichlet = torch.distributions.Dirichlet(concentration, validate_args=False)
+    return dirichlet.sample().T.contiguous()
 
 
 def box_masks(kappa: Tensor, h: int, w: int) -> Tensor:
