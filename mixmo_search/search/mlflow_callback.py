@@ -15,6 +15,7 @@ trials Tune ended.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,8 +93,13 @@ class MlflowTrials(Callback):
 
     def _catch_up(self, trial: Trial) -> None:
         """Queue what MLflow lacks of Tune's record of `trial` (see the module docstring)."""
-        for result in _saved_results(trial):
-            self.on_trial_result(0, [], trial, result)
+        results = _saved_results(trial)
+        recorded = [node for node, _ in itertools.groupby(r.get(NODE_ID) for r in results) if node]
+        known = self.nodes.get(trial.trial_id, [])
+        if len(recorded) > len(known) and recorded[: len(known)] == known:  # nodes it lacks
+            self._set_nodes(trial, recorded)
+        for result in results:
+            self._log_epoch(trial, result)
         done = self.status.get(trial.trial_id) in ("finished", "pruned", "failed")
         if trial.status == "TERMINATED" and not done:
             self.on_trial_complete(0, [], trial)
@@ -144,15 +150,30 @@ class MlflowTrials(Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Trial, result: dict, **info
     ) -> None:
-        ref, trial_id, epoch = self._run(trial), trial.trial_id, int(result["epoch"])
         node = result.get(NODE_ID)
-        nodes = self.nodes.setdefault(trial_id, [])
+        nodes = self.nodes.get(trial.trial_id, [])
         if node and (not nodes or nodes[-1] != node):
-            nodes.append(node)
-            value = ",".join(nodes)
-            self.queue.submit(
-                f"nodes of trial {trial_id}", lambda client: client.set_tag(ref.id, NODES, value)
-            )
+            self._set_nodes(trial, [*nodes, node])
+        if result.get("iterations_since_restore") == 1:  # where it trains: at each (re)start
+            ref, tags = self._run(trial), placement.mlflow_tags(result)
+
+            def tag_placement(client: MlflowClient) -> None:
+                for key, value in tags.items():
+                    client.set_tag(ref.id, key, value)
+
+            self.queue.submit(f"placement of trial {trial.trial_id}", tag_placement)
+        self._log_epoch(trial, result)
+
+    def _set_nodes(self, trial: Trial, nodes: list[str]) -> None:
+        ref, value = self._run(trial), ",".join(nodes)
+        self.nodes[trial.trial_id] = nodes
+        self.queue.submit(
+            f"nodes of trial {trial.trial_id}",
+            lambda client: client.set_tag(ref.id, NODES, value),
+        )
+
+    def _log_epoch(self, trial: Trial, result: dict) -> None:
+        ref, trial_id, epoch = self._run(trial), trial.trial_id, int(result["epoch"])
         if epoch <= self.last_epoch.get(trial_id, 0):  # logged before this trial's retry
             return
         self.last_epoch[trial_id] = epoch
@@ -162,14 +183,6 @@ class MlflowTrials(Callback):
             f"epoch {epoch} of trial {trial_id}",
             lambda client: tracking.log_metric_batch(client, ref.id, batch),
         )
-        if result.get("iterations_since_restore") == 1:  # where it trains: at each (re)start
-            tags = placement.mlflow_tags(result)
-
-            def tag_placement(client: MlflowClient) -> None:
-                for key, value in tags.items():
-                    client.set_tag(ref.id, key, value)
-
-            self.queue.submit(f"placement of trial {trial_id}", tag_placement)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         ref = self._run(trial)

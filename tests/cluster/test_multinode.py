@@ -437,6 +437,8 @@ def test_the_head_script_keeps_a_one_machine_head_on_the_loopback(ray_cluster, s
     env = {k: v for k, v in ray_cluster.env().items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     env = {**env, "RAY_PORT": str(port), "RAY_NUM_GPUS": "0", "RAY_TMPDIR": str(
         ray_cluster.temp_dir / "head-script")}  # fmt: skip
+    # the script runs `ray` as an activated environment finds it (make test does not activate)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     Path(env["RAY_TMPDIR"]).mkdir()
     script = subprocess.Popen(["bash", str(infra / "ray-head.sh")], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
