@@ -106,7 +106,9 @@ def assert_every_point_once(client, trials, record: dict[str, list[dict]]) -> in
     for row in trials.itertuples():
         results = record[row.trial_id]
         expected: dict[str, dict[int, float]] = {}
-        for result in results:  # an epoch reported again after a retry has the same values
+        # an epoch reported again after a retry has the same values (but its measured speed);
+        # the first report of an epoch can be missing from Tune's record when its node dies
+        for result in results:
             for key, value in result.items():
                 if key in NOT_LOGGED or not isinstance(value, int | float) or key == "step":
                     continue
@@ -115,9 +117,11 @@ def assert_every_point_once(client, trials, record: dict[str, list[dict]]) -> in
             history = client.get_metric_history(row.run_id, key)
             steps = [m.step for m in history]
             assert sorted(steps) == sorted(by_epoch), (row.trial_id, key, steps)
+            points += len(history)
+            if key.endswith("per_s"):  # a measured speed: a retry repeats the epoch, not it
+                continue
             for m in history:
                 assert m.value == pytest.approx(by_epoch[m.step], rel=1e-6, nan_ok=True), key
-            points += len(history)
     return points
 
 
