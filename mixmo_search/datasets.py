@@ -382,3 +382,36 @@ def _open_rgb(path: str) -> PIL.Image.Image:
             return img.convert("RGB")
     except OSError as err:  # PIL's UnidentifiedImageError is an OSError too
         raise DataError(f"cannot decode image {path}: {err}; replace or remove it") from err
+
+
+@dataclass(frozen=True)
+class DatasetShape:
+    """What a data set holds, known without decoding it: enough to check a config at plan time."""
+
+    n_train: int  # the training set before the validation hold-out
+    n_test: int
+    num_classes: int
+    in_channels: int
+    image_size: int  # as trained (after data.image_size's resize)
+
+
+_FIXED_SHAPES = {  # (n_train, n_test, classes, channels, size)
+    "digits": (1437, 360, 10, 1, 8),
+    "cifar10": (50000, 10000, 10, 3, 32),
+    "cifar100": (50000, 10000, 100, 3, 32),
+}
+
+
+def describe_dataset(cfg: DataConfig) -> DatasetShape:
+    """`cfg.name`'s shape without decoding an image; a DataError where loading would fail."""
+    if cfg.name in _FIXED_SHAPES:
+        return DatasetShape(*_FIXED_SHAPES[cfg.name])
+    root = Path(cfg.root).expanduser()
+    if cfg.name == "tinyimagenet":
+        return DatasetShape(100000, 10000, 200, 3, cfg.image_size or 64)
+    classes = _class_names(root / "train")
+    index = {name: i for i, name in enumerate(classes)}
+    train_files = _list_images(root / "train", classes, index)
+    test_files = _list_images(root / "test", _class_names(root / "test"), index)
+    size = cfg.image_size or _open_rgb(train_files[0][0]).size[0]
+    return DatasetShape(len(train_files), len(test_files), len(classes), 3, size)

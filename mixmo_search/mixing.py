@@ -151,8 +151,10 @@ def loss_weights(kappa: Tensor, r: float) -> Tensor:
     n_members = kappa.shape[0]
     if math.isinf(r):
         return torch.ones_like(kappa)
-    powered = kappa.clamp(min=0) ** (1.0 / r)
-    return n_members * powered / powered.sum(0, keepdim=True).clamp(min=1e-12)
+    # kappa^(1/r) / sum_j kappa_j^(1/r) as a softmax of log(kappa)/r: the same weights, but a
+    # small r (a high power) no longer underflows every member to 0/0 (found with r=1e-3)
+    log_share = kappa.clamp(min=0).log() / r
+    return n_members * torch.softmax(log_share, dim=0)
 
 
 def mix_inputs(

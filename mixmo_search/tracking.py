@@ -79,6 +79,15 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def absolute_uri(uri: str) -> str:
+    """`uri` with a relative SQLite path made absolute (from the working directory), so the
+    search, its trials and every printed command name the same file."""
+    path = sqlite_path(uri)
+    if path is None or path.is_absolute() or not str(path) or str(path).startswith(":"):
+        return uri
+    return f"sqlite:///{path.expanduser().absolute()}"
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a `sqlite:///` URI, None for other stores."""
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
@@ -98,6 +107,11 @@ def check_store(uri: str) -> None:
             "address of an MLflow server"
         )
     path = sqlite_path(uri)
+    if scheme == "sqlite" and (path is None or not str(path) or str(path).startswith(":")):
+        raise TrackingError(
+            f"the MLflow store {uri!r} is in memory: its runs would vanish with the search and "
+            "its trials could not reach it; give a file, e.g. sqlite:///mlflow.db"
+        )
     if path is not None:
         _check_sqlite_file(path)
     elif STORE_SCHEMES[scheme] and importlib.util.find_spec(STORE_SCHEMES[scheme]) is None:
@@ -188,6 +202,28 @@ def _first_use_lock(path: Path | None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_experiment(uri: str, name: str) -> None:
+    """Refuse an experiment MLflow holds as deleted (it takes no runs), without writing: a
+    SQLite store is read directly, a server only when it is already known to answer."""
+    import sqlite3
+
+    path = sqlite_path(uri)
+    if path is None or not path.is_file():
+        return
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            row = db.execute(
+                "SELECT lifecycle_stage FROM experiments WHERE name = ?", (name,)
+            ).fetchone()
+    except sqlite3.Error:
+        return  # an empty or older store: `connect` creates or migrates it
+    if row is not None and row[0] == "deleted":
+        raise TrackingError(
+            f"the experiment {name!r} of {uri} is deleted; restore it (`mlflow experiments "
+            f"restore`) or pass another --experiment"
+        )
 
 
 def experiment_id(client: MlflowClient, name: str = EXPERIMENT, *, create: bool = True) -> str:

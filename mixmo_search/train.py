@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mixmo_search import checkpoint, files
+from mixmo_search import checkpoint, files, preflight
 from mixmo_search.config import TrainConfig, list_presets, load_config, resolve_config
 from mixmo_search.cost import inference_cost
 from mixmo_search.data import Normalizer, epoch_indices
-from mixmo_search.datasets import Dataset, load_dataset
+from mixmo_search.datasets import Dataset, DatasetShape, load_dataset
 from mixmo_search.errors import ConfigError, Parser, TrainingDiverged, exit_on_user_error
 from mixmo_search.inference import (
     autocast,
@@ -106,17 +106,19 @@ def train(
 
     # data: the whole set as uint8 tensors on the device; the paper protocol holds nothing out
     holdout = cfg.run.protocol == "holdout"
-    ds = load_dataset(cfg.data, hold_out=holdout).to(device)
+    ds = load_dataset(cfg.data, hold_out=holdout)
+    shape = DatasetShape(len(ds.train) + len(ds.val), len(ds.test), ds.num_classes,
+                         ds.in_channels, ds.image_size)  # fmt: skip
+    footprint = preflight.check_config(cfg, shape)  # the network at these shapes, on meta
+    memory = preflight.device_memory(device)
+    preflight.check_fits(footprint, cfg.optim.batch_size, memory,
+                         f"the {memory / 2**30:.1f} GiB of {device}")  # fmt: skip
+    ds = ds.to(device)
     normalize = Normalizer(ds.mean, ds.std, device)
     n_members, slots = cfg.model.n_members, cfg.optim.batch_size
     steps_per_epoch = len(ds.train) // cfg.unique_per_step
     if cfg.run.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.run.max_steps_per_epoch)
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"`optim.batch_size`/`optim.batch_repeat` = {cfg.unique_per_step} unique images a "
-            f"step exceeds the {len(ds.train)} training images; lower optim.batch_size"
-        )
 
     # model: M encoders -> mix -> shared core -> M heads
     model = create_network(

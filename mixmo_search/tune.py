@@ -12,7 +12,6 @@ parent run. Bad input exits with code 2 and one line saying what to fix.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING
 
 from mixmo_search import tracking
@@ -81,8 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     print(plan.describe(), flush=True)
     if args.dry_run:
-        example = space.trial_config({**plan.base, **space.define_by_run(_example_trial(space))})
-        print("  example trial config:", json.dumps(example.flat(), default=str))
+        example = plan.trial_configs.build(space.define_by_run(_example_trial(space)))
+        print("  example trial config:")
+        for section, values in example.to_dict().items():
+            print(f"    {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
         print("dry run: nothing was started or written")
         return
     if plan.finished:

@@ -6,17 +6,23 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mixmo_search.config import (
-    _coerce,
+    KEYS,
+    SECTIONS,
+    TrainConfig,
     list_presets,
     load_config,
     parse_override,
     published,
     resolve_config,
 )
+from mixmo_search.datasets import DatasetShape
 from mixmo_search.errors import ConfigError
 from mixmo_search.models import create_model
+from mixmo_search.preflight import check_config
 
 CLASSES = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200, "digits": 10}
 CHANNELS = {"digits": 1}
@@ -24,17 +30,24 @@ CIFAR = [p for p in list_presets() if p.startswith("cifar") and "cpu" not in p]
 TINY = [p for p in list_presets() if p.startswith("tinyimagenet")]
 
 
+SIZES = {"tinyimagenet": 64, "digits": 8}
+TRAIN_IMAGES = {"tinyimagenet": 100000, "digits": 1437}
+
+
 @pytest.mark.parametrize("preset", list_presets())
-def test_every_preset_resolves_and_builds_its_network(preset):
+def test_every_preset_resolves_and_trains_its_network(preset):
+    """Each preset's network, built on the meta device, runs a training step at its data
+    set's shapes (preflight), and its parameter count is the real network's."""
     cfg = resolve_config(preset=preset)
-    model = create_model(
-        cfg.model.name,
-        n_members=cfg.model.n_members,
-        num_classes=CLASSES[cfg.data.name],
-        in_channels=CHANNELS.get(cfg.data.name, 3),
-        stem_stride=cfg.model.stem_stride,
-    )
-    assert model.n_members == cfg.model.n_members
+    name = cfg.data.name
+    shape = DatasetShape(TRAIN_IMAGES.get(name, 50000), 10000, CLASSES[name],
+                         CHANNELS.get(name, 3), SIZES.get(name, 32))  # fmt: skip
+    footprint = check_config(cfg, shape)
+    assert footprint.activation_bytes_per_slot > 0
+    if name == "digits":  # small enough to build for real
+        real = create_model(cfg.model.name, n_members=cfg.model.n_members,
+                            num_classes=10, in_channels=1)  # fmt: skip
+        assert footprint.params == sum(p.numel() for p in real.parameters())
     assert cfg.optim.batch_size % cfg.optim.batch_repeat == 0
 
 
@@ -72,38 +85,81 @@ def test_the_published_numbers_state_their_protocol():
 
 
 @pytest.mark.parametrize(
-    ("value", "typ", "expected"),
+    ("key", "value", "expected"),
     [
-        ("3", int, 3),
-        (3.0, int, 3),
-        ("1e3", int, 1000),
-        ("inf", float, math.inf),
-        (2, float, 2.0),
-        ("true", bool, True),
-        ("0", bool, False),
-        ("[101, 201]", tuple[int, ...], (101, 201)),
-        ([4], tuple[int, ...], (4,)),
-        ("cut", str, "cut"),
+        ("optim.epochs", "3", 3),
+        ("optim.epochs", 3.0, 3),
+        ("optim.epochs", "1e3", 1000),
+        ("mixing.reweight_r", "inf", math.inf),
+        ("mixing.reweight_r", 2, 2.0),
+        ("run.compile", "true", True),
+        ("run.compile", "0", False),
+        ("optim.milestones", "[101, 201]", (101, 201)),
+        ("optim.milestones", "(101, 201, 226)", (101, 201, 226)),  # an MLflow param
+        ("optim.milestones", [4], (4,)),
+        ("mixing.block", "cut", "cut"),
+        ("data.root", 7, "7"),
     ],
 )
-def test_values_are_coerced_to_the_field_type(value, typ, expected):
-    assert _coerce("`k`", value, typ) == expected
+def test_values_are_coerced_to_the_field_type(key, value, expected):
+    section, name = key.split(".")
+    cfg = resolve_config(preset="digits_quick", overrides={key: value})
+    assert getattr(getattr(cfg, section), name) == expected
 
 
 @pytest.mark.parametrize(
-    ("value", "typ", "message"),
+    ("key", "value", "message"),
     [
-        ("2.5", int, "must be an integer"),
-        (True, int, "must be an integer"),
-        ("x", float, "must be a number"),
-        ("maybe", bool, "must be true or false"),
-        ({"a": 1}, str, "must be a string"),
-        (5, tuple[int, ...], "must be a list"),
+        ("optim.epochs", "2.5", "must be an integer"),
+        ("optim.epochs", True, "must be an integer"),
+        ("optim.lr", "x", "must be a number"),
+        ("optim.lr", True, "must be a number"),
+        ("run.compile", "maybe", "must be true or false"),
+        ("data.root", {"a": 1}, "must be a string"),
+        ("optim.milestones", 5, "must be a list"),
+        # found by a hostile check (issue 17): accepted, then crashed or trained nonsense
+        ("run.seed", 1e30, "`run.seed` must be in [0, 4294967295]"),
+        ("data.split_seed", 1e30, "`data.split_seed` must be in [0, 4294967295]"),
+        ("mixing.alpha", math.nan, "`mixing.alpha` must be a finite number"),
+        ("mixing.alpha", math.inf, "`mixing.alpha` must be a finite number"),
+        ("mixing.reweight_r", math.nan, "must be a number > 0 or .inf"),
+        ("optim.momentum", 0, "`optim.nesterov` needs `optim.momentum` > 0"),
+        ("data.image_size", 200000, "`data.image_size` must be in [0, 1024]"),
     ],
 )
-def test_bad_values_name_the_key(value, typ, message):
-    with pytest.raises(ConfigError, match=rf"`k`.*{message}|{message}"):
-        _coerce("`k`", value, typ)
+def test_bad_values_name_the_key(key, value, message):
+    with pytest.raises(ConfigError) as err:
+        resolve_config(preset="digits_quick", overrides={key: value})
+    assert message in str(err.value) and key.split(".")[1] in str(err.value)
+
+
+ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.sampled_from(["inf", "-inf", "nan", "1e30", "0", "-1", "[1, 2]", "true", "cut"]),
+    st.lists(st.integers(-3, 400), max_size=4), st.dictionaries(st.text(max_size=3), st.none()),
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(key=st.sampled_from(KEYS), value=ANY_VALUE)
+def test_every_field_takes_a_valid_value_or_names_itself_in_one_line(key, value):
+    """Over every field of the typed config and any value YAML, `--set` or MLflow can give:
+    a valid config that round-trips through its flat form, or one ConfigError line naming
+    the key; never another exception."""
+    try:
+        cfg = resolve_config(preset="digits_quick", overrides={key: value})
+    except ConfigError as err:
+        message = str(err)
+        assert "\n" not in message and key.split(".")[1] in message, (key, value, message)
+        return
+    assert resolve_config(overrides=cfg.flat()) == cfg
+    assert TrainConfig.model_validate(cfg.to_dict()) == cfg
+
+
+def test_the_field_list_is_the_models():
+    assert KEYS == tuple(f"{s}.{k}" for s, cls in SECTIONS.items() for k in cls.model_fields)
+    assert "optim.lr" in KEYS and len(KEYS) == len(set(KEYS))
 
 
 @pytest.mark.parametrize(
@@ -111,6 +167,7 @@ def test_bad_values_name_the_key(value, typ, message):
     [
         (["optim.lrr=1"], "unknown key `optim.lrr`"),
         (["optimizer.lr=1"], "unknown section `optimizer`"),
+        (["optim.lr=["], "override 'optim.lr=[': the value is not valid YAML"),
         (["mixing.p=1.5"], "`mixing.p` must be in [0, 1]"),
         (["mixing.block=nope"], "`mixing.block` must be one of sum, linear, cut"),
         (["optim.batch_size=48", "optim.batch_repeat=32"], "must be a multiple"),

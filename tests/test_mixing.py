@@ -120,6 +120,10 @@ def test_reweighting_matches_the_formula():
             assert w[:, b].tolist() == pytest.approx(expected)
     assert loss_weights(kappa, 1.0)[:, 0].tolist() == pytest.approx([1.6, 0.4])  # prop. kappa
     torch.testing.assert_close(loss_weights(kappa, math.inf), torch.ones(2, 2))
+    # a small r (a high power) weights the larger share alone, without 0/0 (it gave zeros)
+    for r in (1e-2, 1e-3, 1e-6):
+        assert loss_weights(kappa, r)[:, 0].tolist() == pytest.approx([2.0, 0.0])
+    assert loss_weights(torch.tensor([[1.0], [0.0]]), 3.0)[:, 0].tolist() == [2.0, 0.0]
     assert loss_weights(kappa, 3.0).sum(0).tolist() == pytest.approx([2.0, 2.0])
 
 

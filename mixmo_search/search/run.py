@@ -202,7 +202,7 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     trainable = tune.with_resources(
         tune.with_parameters(
-            train_trial, preset=space.preset, base=plan.base, simulated_gpus=plan.simulated_gpus
+            train_trial, configs=plan.trial_configs, simulated_gpus=plan.simulated_gpus
         ),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial},
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -62,7 +62,9 @@ def check_sampler(
     allowed = options(spec.type)
     check_fields(spec.options, [*allowed, "type", "seed"], where, "sampler")
     for option, value in spec.options.items():
-        typed(value, allowed[option], where("sampler", option))
+        # every int option of Optuna's samplers is a count (trials, candidates, a population)
+        low = 0 if allowed[option] is int else None
+        typed(value, allowed[option], where("sampler", option), low=low)
     missing = [p for p in PACKAGES.get(spec.type, ()) if not importlib.util.find_spec(p)]
     if missing:
         raise SpaceError(
@@ -123,10 +125,69 @@ def make_sampler(
 ) -> optuna.samplers.BaseSampler:
     """A seeded Optuna sampler for `spec`; grid enumerates `params` (fixed ones excluded)."""
     check_sampler(spec, n_objectives, params)
+    return _construct(spec, params)
+
+
+def _construct(spec: SamplerSpec, params: Sequence[Param]) -> optuna.samplers.BaseSampler:
     if spec.type == "grid":
         grid = {p.key: p.grid_values() for p in params if p.type != "fixed"}
         return AskTellGridSampler(grid, seed=spec.seed)
     return CLASSES[spec.type](seed=spec.seed, **spec.options)
+
+
+EXERCISE_LIMIT = 64  # trials a sampler proposes in its check
+
+
+def exercise_sampler(
+    spec: SamplerSpec,
+    directions: Sequence[str],
+    params: Sequence[Param],
+    draw: Callable[[optuna.Trial], object],
+    *,
+    where: Where = plain,
+) -> None:
+    """Construct the sampler and let it propose trials in an in-memory study, told seeded
+    random values, past its start-up phase: options Optuna accepts when built but fails on
+    later (`n_ei_candidates: 0`, a population of one) fail now, not in the search."""
+    import random
+    import warnings
+
+    at = where("sampler")
+    try:
+        sampler = _construct(spec, params)
+    except (ValueError, TypeError) as err:
+        raise SpaceError(f"{at}: Optuna refuses these options: {err}; fix them") from None
+    rng = random.Random(0)
+    n_trials = min(EXERCISE_LIMIT, _warmup(spec) + 2)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental samplers say so at each trial
+        study = optuna.create_study(sampler=sampler, directions=list(directions))
+        for _ in range(n_trials):
+            try:
+                trial = study.ask()
+                draw(trial)
+            except (ValueError, TypeError, RuntimeError) as err:
+                raise SpaceError(
+                    f"{at}: the {spec.type} sampler fails with these options after "
+                    f"{len(study.trials) - 1} trials: {err}; fix the options"
+                ) from None
+            study.tell(trial, [rng.random() for _ in directions])
+    optuna.logging.set_verbosity(verbosity)
+
+
+def _warmup(spec: SamplerSpec) -> int:
+    """Trials before the sampler starts modelling: its start-up trials or first population."""
+    defaults = {
+        name: arg.default
+        for name, arg in inspect.signature(CLASSES[spec.type].__init__).parameters.items()
+    }
+    for option in ("population_size", "n_startup_trials"):
+        if option in defaults:
+            value = spec.options.get(option, defaults[option])
+            return value if isinstance(value, int) else 0
+    return 1
 
 
 def sampler_for(space: SearchSpace) -> optuna.samplers.BaseSampler:

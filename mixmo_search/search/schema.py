@@ -12,9 +12,9 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
-from mixmo_search.config import MAX_MEMBERS, SECTIONS, list_presets, resolve_config
+from mixmo_search.config import MAX_MEMBERS, MAX_SEED, ConfigBuilder, TrainConfig, list_presets
 from mixmo_search.errors import ConfigError
 from mixmo_search.metrics import SPLIT_METRICS, TRAIN_METRICS
 from mixmo_search.search.fields import (
@@ -58,6 +58,8 @@ SCHEDULER_OPTIONS: dict[str, dict[str, type]] = {
     "asha": {"grace_period": int, "reduction_factor": float, "max_t": int},
 }
 CONDITION_TYPES = ("categorical", "int", "fixed")
+MAX_GRID = 100_000  # points a grid search may enumerate
+KEY_TYPES = {key: type(value) for key, value in TrainConfig().flat().items()}
 UNSEARCHABLE = {  # keys a search sets itself, or that would make trials incomparable
     "run.protocol": "a search selects on the validation split the holdout protocol keeps",
     "run.out_dir": "each trial writes in its own folder, which the search chooses",
@@ -83,17 +85,21 @@ def parse_document(path: Path) -> tuple[dict[Any, Any], Where]:
     return raw, where
 
 
+NAME_RULE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")  # a folder, a run, a study
+NAME_HELP = "1 to 100 letters, digits, `_`, `.`, `-`, not starting with `.`"
+
+
 def parse_name(name: Any, where: Where) -> str:
     """The search's name (default: the file's stem), checked for use in names and paths."""
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+    if not isinstance(name, str) or not NAME_RULE.fullmatch(name):
         raise SpaceError(
-            f"{where('name')}: use letters, digits, `_`, `.`, `-` (it names the "
-            f"MLflow experiment and the Ray folder); got {name!r}"
+            f"{where('name')}: use {NAME_HELP} (it names the search's folder, its MLflow "
+            f"runs and its Optuna study); got {name!r}"
         )
     return name
 
 
-def parse_base(raw: Any, where: Where) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
+def parse_base(raw: Any, where: Where) -> tuple[str | None, dict[str, Any], ConfigBuilder]:
     base = mapping(raw, where("base"), "{preset: cifar100_cut_mixmo}")
     check_fields(base, ("preset", "overrides"), where, "base")
     preset = base.get("preset")
@@ -102,8 +108,9 @@ def parse_base(raw: Any, where: Where) -> tuple[str | None, dict[str, Any], dict
     overrides = mapping(base.get("overrides", {}), where("base", "overrides"), "{optim.lr: 0.1}")
     for key in overrides:
         config_key(key, where("base", "overrides", key))
+    builder = ConfigBuilder.of(preset=preset)
     try:
-        config = resolve_config(preset=preset, overrides=overrides)
+        config = builder.build(overrides)
     except ConfigError as err:
         raise SpaceError(
             f"{where('base')}: the base config is invalid: {err}; fix "
@@ -115,7 +122,7 @@ def parse_base(raw: Any, where: Where) -> tuple[str | None, dict[str, Any], dict
             f"split, which run.protocol={config.run.protocol} does not hold out; remove it "
             "(train the paper protocol with python -m mixmo_search.train)"
         )
-    return preset, dict(overrides), config.flat()
+    return preset, dict(overrides), ConfigBuilder.of(config.to_dict())
 
 
 def parse_params(raw: Any, base_values: dict[str, Any], where: Where) -> tuple[Param, ...]:
@@ -147,7 +154,7 @@ def _parse_param(key: Any, raw: Any, where: Where) -> Param:
         return Param(key, kind, value=spec["value"], when=when)
     if kind == "categorical":
         return Param(key, kind, choices=_parse_choices(spec["choices"], key, where), when=when)
-    holds = get_type_hints(SECTIONS[key.split(".")[0]])[key.split(".")[1]]
+    holds = KEY_TYPES[key]
     if holds not in ((float,) if kind != "int" else (int, float)):
         raise SpaceError(
             f"{where('params', key, 'type')}: `{key}` holds {holds.__name__} "
@@ -258,41 +265,6 @@ def _dependency_order(params: dict[str, Param], where: Where) -> tuple[Param, ..
     return tuple(ordered)
 
 
-def check_extremes(
-    params: Sequence[Param], preset: str | None, overrides: dict[str, Any], where: Where
-) -> None:
-    """Resolve the config at each param's bounds, so config rules fail now, not mid-search.
-
-    Fixed values are checked first, each on its own, so a bad one is named at its own line
-    rather than blamed on the first param checked beside it.
-    """
-    fixed = {p.key: p.value for p in params if p.type == "fixed" and not p.when}
-    searched = {p.key for p in params}
-    fixes = {"categorical": "remove it from `choices`", "fixed": "change `value`"}
-    for param in sorted(params, key=lambda p: p.key not in fixed):
-        # a conditional param is only set where its condition holds, so check it there
-        context = {k: v[0] for k, v in param.when.items() if k in searched}
-        beside = {} if param.key in fixed else fixed
-        for value in param.extremes():
-            flat = {**overrides, **beside, **context, param.key: value}
-            try:
-                resolve_config(preset=preset, overrides=flat)
-            except ConfigError as err:
-                fix = fixes.get(param.type, "narrow `low`/`high`")
-                raise SpaceError(
-                    f"{where('params', param.key)}: value {value!r} makes an "
-                    f"invalid training config: {err}; {fix}"
-                ) from None
-    if len(fixed) > 1:
-        try:
-            resolve_config(preset=preset, overrides={**overrides, **fixed})
-        except ConfigError as err:
-            raise SpaceError(
-                f"{where('params', list(fixed)[-1])}: the fixed values together make an "
-                f"invalid training config: {err}; change one of {', '.join(fixed)}"
-            ) from None
-
-
 def parse_objectives(raw: Any, where: Where) -> tuple[Objective, ...]:
     if isinstance(raw, dict):  # a single objective may skip the list
         return (_parse_metric(raw, where, "objective"),)
@@ -338,7 +310,13 @@ def parse_sampler(raw: Any, where: Where) -> SamplerSpec:
     options = dict(mapping(raw, where("sampler"), "{type: tpe, seed: 0}"))
     kind = options.pop("type", "tpe")
     seed = options.pop("seed", 0)
-    seed = None if seed is None else typed(seed, int, where("sampler", "seed"), low=0)
+    if seed is not None:
+        seed = typed(seed, int, where("sampler", "seed"), low=0)
+        if seed > MAX_SEED:
+            raise SpaceError(
+                f"{where('sampler', 'seed')}: must be in [0, {MAX_SEED}] (numpy's seed range, "
+                f"which Optuna's samplers use); got {seed}"
+            )
     return SamplerSpec(kind, seed, options)
 
 
@@ -390,7 +368,14 @@ def parse_budget(raw: Any, sampler: SamplerSpec, params: Sequence[Param], where:
     trials = None if trials is None else typed(trials, int, where("budget", "trials"), low=1)
     time_s = None if spec.get("time") is None else seconds(spec["time"], where("budget", "time"))
     if sampler.type == "grid":
-        size = math.prod(len(p.grid_values()) for p in params if p.type != "fixed")
+        size = math.prod(p.count() for p in params if p.type != "fixed")
+        if size > MAX_GRID:
+            raise SpaceError(
+                f"{where('params')}: the grid has {size:.3g} points, more than a grid search "
+                f"can enumerate ({MAX_GRID}); narrow the int ranges or raise their `step`, or "
+                "use tpe/random"
+            )
+        size = int(size)
         if (trials or 0) > size:
             raise SpaceError(
                 f"{where('budget', 'trials')}: the grid has {size} points, so "

@@ -29,9 +29,11 @@ the test split only reports (docs/method.md §Protocols), so no search may selec
 Defaults: sampler `{type: tpe, seed: 0}`, scheduler `{type: fifo}`, resources
 `{gpus: 0, cpus: 1}`; asha's `max_t` is the base `optim.epochs` (or the largest searched
 value) and its `guard` is the objective when there is only one; a grid search's `trials`
-defaults to the grid's size. Each param's bounds or choices are applied to the base config
-at load time, so config rules (ranges, batch_size % batch_repeat) fail before anything runs.
-Every mistake raises `SpaceError` naming the file, line, key, what is allowed and the fix.
+defaults to the grid's size. Every value a param can draw is applied to the base config at
+load time, alone and beside the other params' values, and each network shape is built
+(`space_check`), so config rules (ranges, batch_size % batch_repeat, a kernel larger than the
+images) fail before anything runs. Every mistake raises `SpaceError` naming the file, line,
+key, what is allowed and the fix.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mixmo_search.config import TrainConfig, resolve_config
+from mixmo_search.config import ConfigBuilder, TrainConfig
 from mixmo_search.search import samplers, schema
+from mixmo_search.search.space_check import SpaceCheck, check_space
 from mixmo_search.search.types import (
     Budget,
     Objective,
@@ -51,6 +54,7 @@ from mixmo_search.search.types import (
     SamplerSpec,
     SchedulerSpec,
     SpaceError,
+    drawn,
 )
 
 if TYPE_CHECKING:
@@ -65,7 +69,8 @@ class SearchSpace:
     name: str
     description: str
     preset: str | None
-    overrides: dict[str, Any]  # flat base overrides
+    overrides: dict[str, Any]  # flat base overrides, as the file gives them
+    base: ConfigBuilder  # the resolved base config; trial configs are built on it
     base_values: dict[str, Any]  # the flat resolved base config (conditions read it)
     params: tuple[Param, ...]  # ordered so a condition's key comes before its params
     objectives: tuple[Objective, ...]
@@ -74,7 +79,7 @@ class SearchSpace:
     scheduler: SchedulerSpec
     budget: Budget
     resources: Resources
-
+    check: SpaceCheck  # what checking every drawable value built
     @property
     def n_objectives(self) -> int:
         return len(self.objectives)
@@ -85,25 +90,18 @@ class SearchSpace:
 
     def define_by_run(self, trial: optuna.Trial) -> dict[str, Any]:
         """Draw one trial's params; returns its flat overrides, fixed params included."""
-        values: dict[str, Any] = {}
-        for param in self.params:
-            if all(
-                values.get(key, self.base_values[key]) in allowed
-                for key, allowed in param.when.items()
-            ):
-                values[param.key] = param.suggest(trial)
-        return values
+        return drawn(self.params, lambda param: param.suggest(trial), self.base_values)
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         """{key: distribution} of the searched (not fixed) params."""
         return {p.key: p.distribution() for p in self.params if p.type != "fixed"}
 
     def base_config(self) -> TrainConfig:
-        return resolve_config(preset=self.preset, overrides=self.overrides)
+        return self.base.build()
 
     def trial_config(self, overrides: Mapping[str, Any]) -> TrainConfig:
         """The base config with a trial's overrides; a ConfigError names the bad key."""
-        return resolve_config(preset=self.preset, overrides={**self.overrides, **overrides})
+        return self.base.build(overrides)
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -113,17 +111,24 @@ def load_space(path: str | Path) -> SearchSpace:
         raise SpaceError(f"search-space file {path} does not exist; see search_spaces/")
     raw, where = schema.parse_document(path)
     name = schema.parse_name(raw.get("name", path.stem), where)
-    preset, overrides, base_values = schema.parse_base(raw["base"], where)
+    preset, overrides, base = schema.parse_base(raw["base"], where)
+    base_values = base.build().flat()
     params = schema.parse_params(raw["params"], base_values, where)
-    schema.check_extremes(params, preset, overrides, where)
+    check = check_space(params, base, base_values, where)
     objectives = schema.parse_objectives(raw["objective"], where)
     sampler = schema.parse_sampler(raw.get("sampler", {}), where)
     samplers.check_sampler(sampler, len(objectives), params, where=where)
+    directions = ["maximize" if o.mode == "max" else "minimize" for o in objectives]
+    samplers.exercise_sampler(
+        sampler, directions, params, lambda t: drawn(params, lambda p: p.suggest(t), base_values),
+        where=where,
+    )
     scheduler = schema.parse_scheduler(raw.get("scheduler", {}), base_values, params, where)
     guard = schema.parse_guard(raw.get("guard"), objectives, scheduler, where)
     return SearchSpace(
         path=path, name=name, description=str(raw.get("description", "")), preset=preset,
-        overrides=overrides, base_values=base_values, params=params, objectives=objectives,
+        overrides=overrides, base=base, base_values=base_values, params=params,
+        objectives=objectives, check=check,
         guard=guard, sampler=sampler, scheduler=scheduler,
         budget=schema.parse_budget(raw["budget"], sampler, params, where),
         resources=schema.parse_resources(raw.get("resources", {}), base_values, where),

@@ -60,9 +60,10 @@ def check(url: str, study: str, *, exists: bool | None, reachable: bool = True) 
         path = Path(url.removeprefix("sqlite:///"))
         if not url.startswith("sqlite:///") or not path.is_absolute():
             raise StudyStorageError(
-                f"--optuna-storage {url!r}: a SQLite study needs an absolute path, "
-                "sqlite:////ABSOLUTE/PATH.db"
+                f"--optuna-storage {url!r}: a SQLite study needs a file path, "
+                "sqlite:///PATH.db or sqlite:////ABSOLUTE/PATH.db"
             )
+        _check_sqlite_file(path)
         found = path.is_file() and study in _study_names(url)
     elif not reachable:
         return url
@@ -78,6 +79,41 @@ def check(url: str, study: str, *, exists: bool | None, reachable: bool = True) 
     return url
 
 
+def absolute_url(url: str) -> str:
+    """`url` with a relative SQLite path made absolute (from the working directory)."""
+    if not url.startswith("sqlite:///"):
+        return url
+    path = Path(url.removeprefix("sqlite:///"))
+    return url if path.is_absolute() or not str(path) else f"sqlite:///{path.absolute()}"
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """An Optuna SQLite file that is one, or can be created where it is named."""
+    from mixmo_search.files import unwritable
+
+    if path.is_dir():
+        raise StudyStorageError(f"--optuna-storage {path} is a folder; give a .db file path")
+    if not path.exists():
+        reason = unwritable(path.parent) if path.parent.exists() else (
+            f"its folder {path.parent} does not exist"
+        )
+        if reason:
+            raise StudyStorageError(
+                f"--optuna-storage: cannot create {path}: {reason}; give a file in a folder "
+                "that exists and that you can write"
+            )
+        return
+    with path.open("rb") as db:
+        header = db.read(16)
+    if header and header != b"SQLite format 3\x00":
+        raise StudyStorageError(
+            f"--optuna-storage {path} is not a SQLite database; give another file"
+        )
+
+
+OPTUNA_TABLES = {"studies", "trials", "version_info"}  # tables every Optuna storage has
+
+
 def _study_names(url: str) -> set[str]:
     """Study names in the database, read without creating Optuna's tables."""
     import sqlalchemy
@@ -86,7 +122,14 @@ def _study_names(url: str) -> set[str]:
     engine = sqlalchemy.create_engine(url, connect_args=connect_args)
     try:
         with engine.connect() as db:
-            if not sqlalchemy.inspect(db).has_table("studies"):
+            tables = set(sqlalchemy.inspect(db).get_table_names())
+            if tables and not OPTUNA_TABLES <= tables:
+                raise StudyStorageError(
+                    f"the database {redacted(url)} holds another application's tables "
+                    f"({', '.join(sorted(tables)[:5])}), not an Optuna storage; give a new "
+                    "database or file for --optuna-storage"
+                )
+            if not tables:
                 return set()
             return set(db.execute(sqlalchemy.text("SELECT study_name FROM studies")).scalars())
     except sqlalchemy.exc.SQLAlchemyError as err:
@@ -95,6 +138,29 @@ def _study_names(url: str) -> set[str]:
             f"cannot reach the Optuna storage {url} ({reason}); start the database, check "
             "the URL, and give the password in PGPASSFILE or PGPASSWORD"
         ) from None
+    finally:
+        engine.dispose()
+
+
+def directions(url: str, study: str) -> list[str]:
+    """The study's objective directions (MAXIMIZE or MINIMIZE, in objective order), read
+    without writing to its database."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as db:
+            rows = db.execute(
+                sqlalchemy.text(
+                    "SELECT d.direction FROM study_directions d JOIN studies s "
+                    "ON s.study_id = d.study_id WHERE s.study_name = :name ORDER BY d.objective"
+                ),
+                {"name": study},
+            ).scalars()
+            return [str(getattr(row, "name", row)) for row in rows]
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0][:200]
+        raise StudyStorageError(f"cannot read the study {study!r} in {url} ({reason})") from None
     finally:
         engine.dispose()
 

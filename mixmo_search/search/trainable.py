@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mixmo_search.config import TrainConfig, resolve_config
+from mixmo_search.config import ConfigBuilder, TrainConfig
 from mixmo_search.errors import TrainingDiverged
 from mixmo_search.search.placement import place_trial
 from mixmo_search.train import EpochReport, train
@@ -44,13 +44,9 @@ def folder_bytes(folder: Path) -> int:
 
 
 def train_trial(
-    config: dict[str, Any],
-    *,
-    preset: str | None,
-    base: dict[str, Any],
-    simulated_gpus: bool = False,
+    config: dict[str, Any], *, configs: ConfigBuilder, simulated_gpus: bool = False
 ) -> None:
-    """Train `base` (flat overrides of `preset`) with the sampler's `config` on top, on the
+    """Train the config `configs` builds with the sampler's values (`config`) on top, on the
     device of the GPUs Ray assigned the trial (see `placement`)."""
     import ray
     from ray import tune
@@ -62,10 +58,9 @@ def train_trial(
     out_dir = trial_dir / "train"
     sampled = {k: v for k, v in config.items() if "." in k}  # config keys are section.key
     placement = place_trial(simulated=simulated_gpus)  # cuda only with a GPU from Ray
-    cfg = resolve_config(
-        preset=preset,
-        overrides={**base, **sampled, "run.out_dir": str(out_dir), "run.progress": False,
-                   "run.device": placement.device},
+    cfg = configs.build(
+        {**sampled, "run.out_dir": str(out_dir), "run.progress": False,
+         "run.device": placement.device}
     )  # fmt: skip
     resume = False
     restored = tune.get_checkpoint()

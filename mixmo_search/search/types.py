@@ -6,6 +6,8 @@ search_spaces/README.md.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +47,12 @@ class Param:
             return (self.value,)
         return (self.low, self.high)
 
+    def count(self) -> float:
+        """How many values the param can draw (inf for a float range)."""
+        if self.type == "int":
+            return (int(self.high) - int(self.low)) // self.step + 1
+        return len(self.extremes()) if self.type in ("categorical", "fixed") else math.inf
+
     def grid_values(self) -> list[Any]:
         """Every value of a finite param (grid search); continuous types have none."""
         if self.type == "int":
@@ -52,6 +60,25 @@ class Param:
         if self.type in ("categorical", "fixed"):
             return list(self.extremes())
         raise ValueError(f"`{self.key}` is {self.type}: it has no finite grid")
+
+    def probes(self, limit: int) -> tuple[Any, ...]:
+        """Values to check the param at: every value it can draw when there are at most
+        `limit`, else both ends and evenly spread values between (geometrically for log
+        scales); a float range at its ends and middle."""
+        if self.type in ("categorical", "fixed"):
+            return self.extremes()
+        if self.type == "int" and self.count() <= limit:
+            return tuple(self.grid_values())
+        low, high = self.low, self.high
+        n = 3 if self.type != "int" else limit
+        if self.log or self.type == "loguniform":
+            spread = [low * (high / low) ** (i / (n - 1)) for i in range(n)]
+        else:
+            spread = [low + (high - low) * i / (n - 1) for i in range(n)]
+        if self.type != "int":
+            return tuple(dict.fromkeys([low, *spread[1:-1], high]))
+        lattice = [int(low) + round((v - low) / self.step) * self.step for v in spread]
+        return tuple(dict.fromkeys([int(low), *lattice[1:-1], int(high)]))
 
     def admits(self, value: Any) -> bool:
         if self.type != "int":
@@ -114,3 +141,18 @@ class Budget:
 class Resources:
     gpus: float = 0
     cpus: float = 1
+
+
+def drawn(
+    params: Sequence[Param], choose: Callable[[Param], Any], base_values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The values one trial gets: each param in order (conditions' keys first) that its
+    `when` lets be drawn, with `choose(param)`; the others keep the base config's value.
+    The sampler (`SearchSpace.define_by_run`) and the space's checks both draw through it."""
+    values: dict[str, Any] = {}
+    for param in params:
+        if all(
+            values.get(key, base_values[key]) in allowed for key, allowed in param.when.items()
+        ):
+            values[param.key] = choose(param)
+    return values

@@ -175,12 +175,12 @@ MISTAKES = {
     "probability out of range": (
         edit(7, "  mixing.p: {type: uniform, low: 0.1, high: 1.5}"),
         7,
-        ["`params.mixing.p`", "value 1.5", "in [0, 1]", "narrow"],
+        ["`params.mixing.p`", "can draw 1.5", "in [0, 1]", "narrow"],
     ),
     "config rule batch_size % batch_repeat": (
         edit(9, "  optim.batch_repeat: {type: categorical, choices: [1, 3]}"),
         9,
-        ["`params.optim.batch_repeat`", "value 3", "multiple of `optim.batch_repeat`"],
+        ["`params.optim.batch_repeat`", "can draw 3", "multiple of `optim.batch_repeat`"],
     ),
     "single-choice categorical": (
         edit(9, "  optim.batch_repeat: {type: categorical, choices: [2]}"),
