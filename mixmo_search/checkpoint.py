@@ -9,7 +9,9 @@ Files are replaced atomically (`files.replacing`), so a crash never leaves half 
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
+import zipfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,11 @@ from typing import Any
 import torch
 
 from mixmo_search import files
+from mixmo_search.errors import UserError
 
 LAST = "last.pt"
 BEST = "best.pt"
+LAST_KEYS = ("model", "optimizer", "rng", "epoch", "best_acc", "best_epoch", "config")
 
 
 @cache
@@ -57,5 +61,28 @@ def save(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
-def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=device, weights_only=True)
+class CheckpointError(UserError):
+    """A file that is not a checkpoint this trainer wrote (damaged, foreign or crafted)."""
+
+
+def load(
+    path: Path, device: torch.device | str = "cpu", *, keys: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The checkpoint at `path`, holding at least `keys`; tensors and plain data only
+    (weights_only: a crafted file cannot run code). Anything else is one CheckpointError."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError,
+            KeyError, TypeError, AttributeError) as err:  # fmt: skip
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a checkpoint this trainer wrote ({reason}); move it aside, or "
+            "choose another run.out_dir"
+        ) from None
+    missing = [key for key in keys if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} lacks {', '.join(missing)}: it is not a checkpoint this trainer wrote; "
+            "move it aside, or choose another run.out_dir"
+        )
+    return state

@@ -130,11 +130,17 @@ def train(
     # resume from last.pt, checking it was written for the same training
     start_epoch, best_acc, best_epoch = 0, -1.0, 0
     if resume:
-        state = checkpoint.load(last_path, device)
+        state = checkpoint.load(last_path, device, keys=checkpoint.LAST_KEYS)
         _check_same_training(state["config"], cfg)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        checkpoint.set_rng_state(state["rng"], host_gen)
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            checkpoint.set_rng_state(state["rng"], host_gen)
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise checkpoint.CheckpointError(
+                f"{last_path} does not fit this network ({str(err).splitlines()[0][:160]}); "
+                "move it aside, or choose another run.out_dir"
+            ) from None
         start_epoch, best_acc, best_epoch = state["epoch"], state["best_acc"], state["best_epoch"]
 
     # compile the training forward (one fixed shape); evaluation stays eager

@@ -3,7 +3,6 @@ loading refuses anything but tensors and plain data (weights_only)."""
 
 from __future__ import annotations
 
-import pickle
 
 import pytest
 import torch
@@ -59,8 +58,25 @@ class Payload:
 def test_loading_refuses_arbitrary_objects(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"x": Payload()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(checkpoint.CheckpointError, match="not a checkpoint this trainer wrote"):
         checkpoint.load(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"garbage", bytes(range(256)) * 8, b"PK\x03\x04truncated zip"],
+    ids=["empty", "text", "bytes", "truncated-zip"],
+)
+def test_a_damaged_checkpoint_is_one_clear_error(tmp_path, content):
+    """Found by a hostile check (issue 17): a garbage last.pt gave PyTorch's weights-only
+    advice, which is wrong here."""
+    path = tmp_path / "last.pt"
+    path.write_bytes(content)
+    with pytest.raises(checkpoint.CheckpointError, match=f"{path} is not a checkpoint"):
+        checkpoint.load(path)
+    torch.save({"model": {}}, path)  # a real file of the wrong content
+    with pytest.raises(checkpoint.CheckpointError, match="lacks optimizer"):
+        checkpoint.load(path, keys=checkpoint.LAST_KEYS)
 
 
 def test_the_code_revision_is_the_checkout_or_the_images_pin():

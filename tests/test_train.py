@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import subprocess
@@ -19,6 +21,7 @@ from mixmo_search.train import (
     DIVERGENCE_CHECK_STEPS,
     EpochReport,
     lr_at,
+    main,
     train,
 )
 
@@ -208,22 +211,40 @@ def test_divergence_is_caught_within_a_check_interval(tmp_path):
         (["--config", "{tmp}"], 2, "is a folder, not a file"),
         (["--set", "run.out_dir=/proc/nope"], 2, "`run.out_dir` /proc/nope cannot be written"),
         (["--set", "run.out_dir={tmp}/empty", "--resume"], 2, "nothing to resume"),
+        # found by a hostile check (issue 17): accepted, then a traceback or nonsense
+        (["--set", "model.stem_stride=4"], 2, "cannot train on the 8x8 images of digits"),
+        (["--set", "model.stem_stride=3"], 2, "the stem stride must divide the image size"),
+        (["--set", "optim.momentum=0"], 2, "`optim.nesterov` needs `optim.momentum` > 0"),
+        (["--set", "run.seed=1e30"], 2, "`run.seed` must be in [0, 4294967295]"),
+        (["--set", "data.split_seed=1e30"], 2, "`data.split_seed` must be in"),
+        (["--set", "optim.lr=["], 2, "the value is not valid YAML"),
+        (["--set", "mixing.alpha=.nan"], 2, "`mixing.alpha` must be a finite number"),
+        (["--set", "mixing.alpha=.inf"], 2, "`mixing.alpha` must be a finite number"),
+        (["--set", "data.val_size=100000"], 2, "must be smaller than the 1437 training images"),
+        (
+            ["--set", "optim.batch_size=20000", "--set", "optim.batch_repeat=1"],
+            2,
+            "unique images a step exceeds",
+        ),
+        (["--set", "data.crop_padding=9"], 2, "`data.crop_padding` (9) is larger than"),
+        (["--set", "run.out_dir={tmp}/garbage", "--resume"], 2, "is not a checkpoint"),
     ],
 )
 def test_cli_failures_are_one_line_and_non_zero(tmp_path, argv, code, expected):
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "last.pt").write_bytes(b"not a checkpoint")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if not any(a.startswith("run.out_dir") for a in argv):
         argv += ["--set", f"run.out_dir={tmp_path / 'out'}"]
     if "--config" not in argv:
         argv += ["--preset", "digits_quick"]
-    done = subprocess.run(
-        [sys.executable, "-m", "mixmo_search.train", "--set", "run.progress=false",
-         "--set", "optim.epochs=2", *argv],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == code, done.stderr[-2000:]
-    assert done.stderr.strip().startswith("error: ") and expected in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exited:
+        main(["--set", "run.progress=false", "--set", "optim.epochs=2", *argv])
+    err = stderr.getvalue()
+    assert exited.value.code == code, err[-2000:]
+    assert err.strip().startswith("error: ") and expected in err
+    assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out" / "last.pt").exists()
 
 

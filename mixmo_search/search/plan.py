@@ -361,8 +361,10 @@ def check_tracking(uri: str | None, experiment: str, *, reachable: bool) -> Trac
     that answers) and the experiment's name (one that MLflow can hold and is not deleted)."""
     uri = tracking.absolute_uri(uri or tracking.default_tracking_uri())
     tracking.check_store(uri)
-    if not experiment.strip() or len(experiment) > MAX_EXPERIMENT_NAME or not all(
-        c.isprintable() for c in experiment
+    if (
+        not experiment.strip()
+        or len(experiment) > MAX_EXPERIMENT_NAME
+        or not all(c.isprintable() for c in experiment)
     ):
         raise UserError(
             f"--experiment {experiment!r}: an MLflow experiment name is 1 to "
@@ -438,8 +440,10 @@ def check_memory(space: SearchSpace, machine: Machine) -> tuple[str, ...]:
         return ()
     if machine.device == "cuda":
         if not torch.cuda.is_available():
-            return (f"the largest trial's {largest.training_bytes(slots) / 2**30:.2f} GiB "
-                    "were not checked against the GPUs' memory, which this machine lacks",)
+            return (
+                f"the largest trial's {largest.training_bytes(slots) / 2**30:.2f} GiB "
+                "were not checked against the GPUs' memory, which this machine lacks",
+            )
         share = min(1.0, machine.gpus_per_trial)
         total = preflight.device_memory(torch.device("cuda", 0))
         available, where = total * share, f"{share:g} of a GPU's {total / 2**30:.1f} GiB"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 import re
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -33,6 +34,7 @@ CLASSES: dict[str, type[optuna.samplers.BaseSampler]] = {
     "grid": optuna.samplers.GridSampler,
 }
 SAMPLERS = tuple(CLASSES)
+MAX_GRID = 100_000  # points a grid search may enumerate
 PACKAGES: dict[str, tuple[str, ...]] = {"cmaes": ("cmaes",), "gp": ("scipy", "torch")}
 _SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
 
@@ -82,6 +84,13 @@ def check_sampler(
             "`multivariate: true`; add it or drop `group`"
         )
     searched = [p for p in params if p.type != "fixed"]
+    size = math.prod(p.count() for p in searched)
+    if spec.type == "grid" and size > MAX_GRID:
+        raise SpaceError(
+            f"{where('params')}: the grid has {size:.3g} points, more than a grid search can "
+            f"enumerate ({MAX_GRID}); narrow the int ranges or raise their `step`, or use "
+            "tpe/random"
+        )
     for p in searched if spec.type == "grid" else ():
         if p.type in ("uniform", "loguniform"):
             raise SpaceError(

@@ -80,6 +80,7 @@ class SearchSpace:
     budget: Budget
     resources: Resources
     check: SpaceCheck  # what checking every drawable value built
+
     @property
     def n_objectives(self) -> int:
         return len(self.objectives)
@@ -120,7 +121,10 @@ def load_space(path: str | Path) -> SearchSpace:
     samplers.check_sampler(sampler, len(objectives), params, where=where)
     directions = ["maximize" if o.mode == "max" else "minimize" for o in objectives]
     samplers.exercise_sampler(
-        sampler, directions, params, lambda t: drawn(params, lambda p: p.suggest(t), base_values),
+        sampler,
+        directions,
+        params,
+        lambda t: drawn(params, lambda p: p.suggest(t), base_values),
         where=where,
     )
     scheduler = schema.parse_scheduler(raw.get("scheduler", {}), base_values, params, where)

@@ -94,8 +94,10 @@ def _check_sqlite_file(path: Path) -> None:
     if path.is_dir():
         raise StudyStorageError(f"--optuna-storage {path} is a folder; give a .db file path")
     if not path.exists():
-        reason = unwritable(path.parent) if path.parent.exists() else (
-            f"its folder {path.parent} does not exist"
+        reason = (
+            unwritable(path.parent)
+            if path.parent.exists()
+            else (f"its folder {path.parent} does not exist")
         )
         if reason:
             raise StudyStorageError(

@@ -70,7 +70,7 @@ class Param:
         if self.type == "int" and self.count() <= limit:
             return tuple(self.grid_values())
         low, high = self.low, self.high
-        n = 3 if self.type != "int" else limit
+        n = 3 if self.type != "int" else max(2, limit)
         if self.log or self.type == "loguniform":
             spread = [low * (high / low) ** (i / (n - 1)) for i in range(n)]
         else:

@@ -269,7 +269,16 @@ def test_bad_space_exits_2_naming_the_key(case, tmp_path, run_tune):
         (["--address", "ray://127.0.0.1:1"], "ray[client]"),
         (["--address", "nowhere"], "must be HOST:PORT"),
         (["--optuna-storage", "mongodb://h/db"], "use postgresql://USER@HOST:PORT/DB"),
-        (["--optuna-storage", "sqlite:///optuna.db"], "needs an absolute path"),
+        (["--optuna-storage", "sqlite:///nowhere/optuna.db"], "folder"),
+        (["--optuna-storage", "sqlite:///{tmp}/other.db"], "another application's tables"),
+        (["--optuna-storage", "sqlite:///{tmp}/text.db"], "is not a SQLite database"),
+        # found by a hostile check (issue 17): each was refused only after Ray started
+        (["--name", "n" * 300], "1 to 100 letters"),
+        (["--experiment", ""], "--experiment ''"),
+        (["--experiment", "   "], "not only spaces"),
+        (["--mlflow-uri", "sqlite://"], "is in memory"),
+        (["--mlflow-uri", "sqlite:///:memory:"], "is in memory"),
+        (["--warm-start", "old"], "that search optimised 1 objective(s) (minimize)"),
         (["--optuna-storage", "postgresql://u:pw@127.0.0.1:1/db"], "keep the password out"),
         (["--optuna-storage", "postgresql://u@127.0.0.1:1/db"], "cannot reach the Optuna"),
         (["--name", "../up"], "--name '../up'"),
@@ -278,16 +287,25 @@ def test_bad_space_exits_2_naming_the_key(case, tmp_path, run_tune):
     ],
 )
 def test_impossible_requests_exit_2_and_write_nothing(args, expected, tmp_path, run_tune):
+    import sqlite3
+
+    import optuna
+
     (tmp_path / "text.db").write_text("not a database\n")
     (tmp_path / "binary.yaml").write_bytes(bytes(range(256)) * 4)
+    with sqlite3.connect(tmp_path / "other.db") as db:  # a SQLite file of another schema
+        db.execute("CREATE TABLE notes (text TEXT)")
+    old = tmp_path / "runs" / "searches" / "old"  # an earlier search that minimised
+    old.mkdir(parents=True)
+    optuna.create_study(study_name="old", storage=f"sqlite:///{old / 'optuna.db'}")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     space = [] if "--space" in args else ["--space", str(QUICKSTART)]
-    before = sorted(p.name for p in tmp_path.iterdir())
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     done = run_tune(*space, *args, cwd=tmp_path, timeout=300)
     assert done.returncode == 2, done.stdout + done.stderr
     assert expected in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert (tmp_path / "text.db").read_text() == "not a database\n"
 
 
