@@ -3,7 +3,6 @@ loading refuses anything but tensors and plain data (weights_only)."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
