@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-import yaml
-
+from mixmo_search import yaml_io
 from mixmo_search.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -231,12 +230,7 @@ def _merge(base: dict[str, dict[str, Any]], extra: dict[str, Any], source: str) 
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot be read as a YAML text file ({err})") from None
+    loaded = yaml_io.read_file(path, error=ConfigError, expected="a config file") or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of sections")
     return loaded
@@ -265,10 +259,9 @@ def published(preset: str) -> Published | None:
 
 
 def _preset_path(name: str) -> Path:
-    path = PRESET_DIR / f"{name}.yaml"
-    if not path.exists():
+    if name not in list_presets():  # a name, never a path: files go through --config
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(list_presets())}")
-    return path
+    return PRESET_DIR / f"{name}.yaml"
 
 
 def _preset_values(name: str) -> dict[str, Any]:
@@ -286,7 +279,8 @@ def parse_override(item: str) -> tuple[str, str, Any]:
         )
     dotted, raw = item.split("=", 1)
     section, key = dotted.split(".", 1)
-    return section, key, yaml.safe_load(raw) if raw else ""
+    value = yaml_io.load_text(raw, source=f"override {item!r}", error=ConfigError) if raw else ""
+    return section, key, value
 
 
 def resolve_config(
