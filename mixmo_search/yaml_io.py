@@ -154,13 +154,14 @@ def _read_text(path: Path, error: type[UserError], expected: str) -> str:
 
 
 def _compose(text: str, source: _Source, error: type[UserError]) -> yaml.Node | None:
-    loader = _Loader(text)
     try:
-        node = loader.get_single_node()
+        loader = _Loader(text)  # its reader refuses control characters already here
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as err:
         raise error(_invalid(err, source)) from None
-    finally:
-        loader.dispose()
     if node is not None:
         _check_tree(node, source, error)
     return node
@@ -209,10 +210,17 @@ def _check_keys(node: yaml.MappingNode, source: _Source, error: type[UserError])
 def _invalid(err: yaml.YAMLError, source: _Source) -> str:
     if isinstance(err, _Refused):
         return f"{source.at(err.problem_mark)}: {err.message}"
+    if isinstance(err, yaml.reader.ReaderError):  # no mark: it names the character
+        return (
+            f"{source.name}: not valid YAML (character #x{err.character:04x} at position "
+            f"{err.position} is not allowed); remove it"
+        )
     mark, opened = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
     problem = getattr(err, "problem", None) or err
     # PyYAML marks the token after the mistake; an unclosed bracket shows where it opened
-    context = f" {err.context} at line {opened.line + 1}" if opened else ""
+    context = f" {err.context}" if getattr(err, "context", None) else ""
+    if opened and source.numbered:
+        context += f" at line {opened.line + 1}"
     fix = "fix the syntax"
     if isinstance(err, yaml.constructor.ConstructorError):  # well-formed, but not a value
         fix = "fix the value, or quote it to keep it a string"

@@ -4,10 +4,15 @@ from YAML or `--set` are coerced or refused with the key named."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from mixmo_search.config import (
+    PRESET_DIR,
     _coerce,
     list_presets,
     load_config,
@@ -17,6 +22,7 @@ from mixmo_search.config import (
 )
 from mixmo_search.errors import ConfigError
 from mixmo_search.models import create_model
+from mixmo_search.train import main as train_main
 
 CLASSES = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200, "digits": 10}
 CHANNELS = {"digits": 1}
@@ -139,3 +145,76 @@ def test_config_files_must_be_yaml_files(tmp_path):
         load_config(tmp_path / "bin.yaml")
     (tmp_path / "ok.yaml").write_text("preset: digits_quick\noptim: {epochs: 3}\n")
     assert load_config(tmp_path / "ok.yaml", ["mixing.p=0.3"]).optim.epochs == 3
+
+
+# --- YAML at the boundary: config files, presets and `--set` values (issue 17, group 4) ---
+
+LAUGHS = (
+    "l0: &l0 ["
+    + ", ".join(["lol"] * 10)
+    + "]\n"
+    + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 10))
+)  # 10**10 values once its aliases are expanded
+BAD_YAML = {
+    "loop.yaml": ("optim:\n  milestones: &m [1, *m]\n", "loop.yaml:2: the alias *m sits inside"),
+    "deep.yaml": ("optim: " + "[" * 3000 + "]" * 3000 + "\n", "more than 64 lists or mappings"),
+    "bomb.yaml": (LAUGHS, "its aliases expand it to"),
+    "big.yaml": ("#" * (1 << 20) + "\n", "larger than the 1,048,576 bytes"),
+}
+
+
+def _write_bad_yaml(folder: Path) -> None:
+    for name, (text, _) in BAD_YAML.items():
+        (folder / name).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--set", "optim.lr=["], "override 'optim.lr=[': not valid YAML"),
+        (["--set", "optim.milestones=&a [*a]"], "override 'optim.milestones=&a [*a]': the alias"),
+        (["--set", "optim.milestones=" + "[" * 3000], "more than 64 lists or mappings"),
+        (["--set", "data.split_seed=2024-13-01"], "month must be in 1..12"),
+        *((["--config", name], expected) for name, (_, expected) in BAD_YAML.items()),
+        (["--preset", "{evil}"], "unknown preset '{evil}'; choose one of: cifar100_cut_mixmo"),
+    ],
+)
+def test_bad_yaml_and_preset_paths_are_one_line_exit_2_nothing_written(
+    tmp_path, monkeypatch, capsys, argv, expected
+):
+    _write_bad_yaml(tmp_path)
+    evil = tmp_path / "evil.yaml"  # a valid config, reached as a "preset" by a relative path
+    evil.write_text("data: {name: digits}\n")
+    relative = os.path.relpath(tmp_path / "evil", PRESET_DIR)
+    argv = [a.replace("{evil}", relative) for a in argv]
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as exited:
+        train_main([*argv, "--set", "optim.epochs=1"])
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and expected.replace("{evil}", relative) in err, err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_bad_override_is_one_line_through_the_cli(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "mixmo_search.train", "--preset", "digits_quick",
+         "--set", "optim.lr=["],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: override 'optim.lr=[': not valid YAML (expected the node content, but found "
+        "'<stream end>' while parsing a flow node); fix the syntax"
+    ]
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["../presets/digits_quick", "/etc/hostname", "digits_quick ", 3])
+def test_a_preset_is_a_shipped_name_never_a_path(name):
+    with pytest.raises(ConfigError, match="unknown preset"):
+        resolve_config(preset=name)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        resolve_config({"preset": name})  # as a config file's `preset:` key
+    assert resolve_config(preset="digits_quick").data.name == "digits"
