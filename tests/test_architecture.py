@@ -21,7 +21,7 @@ LAYERS = [
     ["models", "models.registry", "models.weight_init", "models.mixmo", "models.wrn",
      "models.preact_resnet"],
     ["config"],
-    ["data", "datasets", "mixing", "metrics", "predictions", "checkpoint", "pareto"],
+    ["data", "images", "datasets", "mixing", "metrics", "predictions", "checkpoint", "pareto"],
     ["inference", "cost", "step", "ensembles"],
     ["train"],
     ["tracking"],

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mixmo_search import datasets
+from mixmo_search import images
 from mixmo_search.config import DataConfig
 from mixmo_search.datasets import Dataset, Split, load_dataset
 from mixmo_search.errors import DataError
@@ -132,8 +132,8 @@ def test_image_folder_cache_hit_and_invalidation(tmp_path):
 @pytest.mark.parametrize("parallel", [False, True])
 def test_image_folder_sizes_must_match_unless_resized(tmp_path, monkeypatch, parallel):
     if parallel:  # big folders decode in worker processes, a few files per task
-        monkeypatch.setattr(datasets, "PARALLEL_FROM", 0)
-        monkeypatch.setattr(datasets, "CHUNK_FILES", 2)
+        monkeypatch.setattr(images, "PARALLEL_FROM", 0)
+        monkeypatch.setattr(images, "CHUNK_FILES", 2)
     _make_image_folder(tmp_path)
     Image.new("RGB", (10, 6), (0, 255, 0)).save(tmp_path / "train" / "class1" / "9.png")
     with pytest.raises(DataError, match=r"9\.png is 10x6 .*data\.image_size"):
