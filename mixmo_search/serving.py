@@ -316,6 +316,8 @@ def _local_model_folder(uri: str) -> Path | None:
     parsed = urlparse(uri)
     if parsed.scheme in ("models", "runs"):
         return None
+    if not uri.strip():
+        raise tracking.TrackingError(f"the model URI is empty; give {MODEL_URI_FORMS}")
     if parsed.scheme not in ("", "file"):
         raise tracking.TrackingError(
             f"cannot load model {uri!r}: {parsed.scheme}: URIs are not read here; give "
