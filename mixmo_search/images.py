@@ -62,6 +62,10 @@ def list_images(
     return files
 
 
+def _is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
 def resolve_inside(path: str, root: str | Path) -> str:
     """The real path of `path`, which must lie inside the data folder `root`."""
     real, root = os.path.realpath(path), os.path.realpath(root)
@@ -96,13 +100,16 @@ class _Walk:
                     f"cannot list {folder}: {err.strerror}; fix its permissions"
                 ) from None
             for entry in entries:
+                is_dir = entry.is_dir()  # follows a link
+                if not is_dir and not _is_image_name(entry.name):
+                    continue
                 real = os.path.join(real_folder, entry.name)  # no syscall unless a link
                 if entry.is_symlink():
                     real = self.inside(entry.path)
-                if entry.is_dir():  # follows a link
+                if is_dir:
                     self.enter(entry.path, real, real_folder)
                     stack.append((entry.path, real))
-                elif entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.name[0] != ".":
+                else:
                     self.count(entry.path, real, entry.is_file())
                     yield entry.path
 

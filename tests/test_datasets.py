@@ -399,6 +399,7 @@ def test_a_link_inside_the_data_folder_is_followed(tmp_path):
     for i in range(5):
         Image.new("RGB", (8, 8), (255, 0, 0)).save(extra / f"{i}.png")
     _link(tmp_path / "train" / "class0" / "more", "../../extra/reds")
+    _link(tmp_path / "train" / "class0" / "notes.txt", "/etc/hostname")  # not an image: unread
     ds = load_dataset(_folder_cfg(tmp_path))
     assert len(ds.train) + len(ds.val) == 12 + 5
     _assert_class_colors(ds.train)
