@@ -24,6 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic import model_validator as _model_validator
 from pydantic_core import PydanticCustomError
 
+from mixmo_search import yaml_io
 from mixmo_search.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -432,14 +433,7 @@ def _merge(base: dict[str, dict[str, Any]], extra: Mapping[str, Any], source: st
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot be read as a YAML text file ({err})") from None
+    loaded = yaml_io.read_file(path, error=ConfigError, expected="a config file") or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of sections")
     return loaded
@@ -472,10 +466,9 @@ def published(preset: str) -> Published | None:
 
 
 def _preset_path(name: str) -> Path:
-    path = PRESET_DIR / f"{name}.yaml"
-    if not path.exists():
+    if name not in list_presets():  # a name, never a path: files go through --config
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(list_presets())}")
-    return path
+    return PRESET_DIR / f"{name}.yaml"
 
 
 def _preset_values(name: str) -> dict[str, Any]:
@@ -487,22 +480,14 @@ def _preset_values(name: str) -> dict[str, Any]:
 
 def parse_override(item: str) -> tuple[str, str, Any]:
     """`section.key=value` -> (section, key, YAML-parsed value)."""
-    import yaml
-
     if "=" not in item or "." not in item.split("=", 1)[0]:
         raise ConfigError(
             f"override {item!r} must look like section.key=value, e.g. optim.lr=0.05"
         )
     dotted, raw = item.split("=", 1)
     section, key = dotted.split(".", 1)
-    try:
-        return section, key, yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError as err:
-        problem = getattr(err, "problem", None) or type(err).__name__
-        raise ConfigError(
-            f"override {item!r}: the value is not valid YAML ({problem}); quote it or fix it, "
-            "e.g. optim.milestones=[5, 8]"
-        ) from None
+    value = yaml_io.load_text(raw, source=f"override {item!r}", error=ConfigError) if raw else ""
+    return section, key, value
 
 
 def resolve_config(

@@ -19,12 +19,11 @@ from torch import Tensor
 
 from mixmo_search.config import DEVICES
 from mixmo_search.errors import DataError, Parser, exit_on_user_error
+from mixmo_search.images import IMAGE_EXTENSIONS, read_image
 
 
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
     """The files named, and the image files under the folders named, in order."""
-    from mixmo_search.datasets import IMAGE_EXTENSIONS
-
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -43,28 +42,20 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def read_images(files: Sequence[Path], *, in_channels: int, image_size: int) -> Tensor:
-    """(N, in_channels, image_size, image_size) uint8 pixels of `files`."""
+    """(N, in_channels, image_size, image_size) uint8 pixels of `files`; a file PIL cannot
+    decode is one DataError naming it."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     mode = {1: "L", 3: "RGB"}.get(in_channels)
     if mode is None:
         raise DataError(f"the network takes {in_channels}-channel images; PIL reads 1 or 3")
     pixels = []
     for file in files:
-        try:
-            with Image.open(file) as image:
-                image = image.convert(mode)
-                if image.size != (image_size, image_size):
-                    image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-                array = np.asarray(image, dtype=np.uint8).reshape(image_size, image_size, -1)
-        except (OSError, UnidentifiedImageError) as err:
-            raise DataError(f"cannot read image {file}: {err}") from None
-        except Image.DecompressionBombError as err:  # PIL refuses images past its pixel cap
-            raise DataError(
-                f"cannot read image {file}: {err}; resize it (the network takes "
-                f"{image_size}x{image_size} pixels)"
-            ) from None
+        image = read_image(file, mode)
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8).reshape(image_size, image_size, -1)
         pixels.append(torch.from_numpy(array.copy()).permute(2, 0, 1))  # (C, H, W)
     return torch.stack(pixels)
 
@@ -76,8 +67,9 @@ def main(argv: list[str] | None = None) -> None:
         description="Print each image's ensemble class, confidence and the members' votes.",
     )
     parser.add_argument(
-        "--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/..."
-    )
+        "--model", required=True,
+        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH, or a model's folder",
+    )  # fmt: skip
     parser.add_argument("--images", required=True, nargs="+", help="image files or folders")
     parser.add_argument(
         "--mlflow-uri", help="tracking and registry store (default $MLFLOW_TRACKING_URI, else "

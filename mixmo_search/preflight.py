@@ -68,14 +68,14 @@ def check_config(cfg: TrainConfig, shape: DatasetShape) -> Footprint:
 
 
 def _check_data(cfg: TrainConfig, shape: DatasetShape) -> None:
-    data, holdout = cfg.data, cfg.run.protocol == "holdout"
-    if holdout and data.val_size >= shape.n_train:
+    data = cfg.data
+    n_train = shape.n_train - shape.n_val
+    if n_train < 1:
         raise ConfigError(
-            f"`data.val_size` ({data.val_size}) must be smaller than the {shape.n_train} "
+            f"`data.val_size` ({shape.n_val}) must be smaller than the {shape.n_train} "
             f"training images of {data.name}; lower it, e.g. data.val_size="
             f"{max(1, shape.n_train // 10)}"
         )
-    n_train = shape.n_train - (data.val_size if holdout else 0)
     if cfg.unique_per_step > n_train:
         raise ConfigError(
             f"`optim.batch_size`/`optim.batch_repeat` = {cfg.unique_per_step} unique images a "

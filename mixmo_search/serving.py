@@ -15,6 +15,7 @@ ensemble `class`, its softmax `confidence` and each member's class `vote_0` ... 
 from __future__ import annotations
 
 import json
+import pickle
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -286,28 +287,84 @@ def publish(
     return run_id, str(version.version)  # the SQL registry gives ints, other stores strings
 
 
+MODEL_URI_FORMS = (
+    "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH, or the local folder of a "
+    "logged model"
+)
+
+
 def load_network(
     uri: str, *, tracking_uri: str | None = None, device: torch.device | str = "cpu"
 ) -> LoadedNetwork:
-    """A promoted network by MLflow URI: `models:/NAME@ALIAS`, `models:/NAME/3`, `runs:/...`."""
-    from mlflow.exceptions import MlflowException
-
+    """A promoted network by MLflow URI: `models:/NAME@ALIAS`, `models:/NAME/3`, `runs:/...`,
+    or a logged model's local folder (path or file://). What it downloads is deleted once the
+    network is in memory, and nothing is left behind when it fails."""
+    local = _local_model_folder(uri)  # refuses the schemes it does not read
+    if local is not None:
+        return _read_model_folder(local, uri, device)
     tracking_uri = tracking_uri or tracking.default_tracking_uri()
     client = tracking.connect_existing(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="mixmo-model-") as tmp:
+        return _read_model_folder(_download(client, uri, tmp), uri, device)
+
+
+def _local_model_folder(uri: str) -> Path | None:
+    """The folder a local `uri` names; None for `models:/` and `runs:/`; else a TrackingError."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parsed = urlparse(uri)
+    if parsed.scheme in ("models", "runs"):
+        return None
+    if not uri.strip():
+        raise tracking.TrackingError(f"the model URI is empty; give {MODEL_URI_FORMS}")
+    if parsed.scheme not in ("", "file"):
+        raise tracking.TrackingError(
+            f"cannot load model {uri!r}: {parsed.scheme}: URIs are not read here; give "
+            f"{MODEL_URI_FORMS}"
+        )
+    folder = Path(url2pathname(parsed.path) if parsed.scheme else uri).expanduser()
+    if not folder.is_dir():
+        raise tracking.TrackingError(
+            f"cannot load model {uri!r}: no such folder; give {MODEL_URI_FORMS}"
+        )
+    return folder
+
+
+def _download(client: MlflowClient, uri: str, folder: str) -> Path:
+    """The logged model `uri` downloaded into `folder`, or a TrackingError saying why not."""
+    from mlflow.exceptions import MlflowException
+
     try:
-        with fluent_tracking_uri(tracking_uri):
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        with fluent_tracking_uri(client.tracking_uri):
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder))
     except MlflowException as err:
         names = [m.name for m in client.search_registered_models()]
-        raise tracking.TrackingError(
-            f"cannot load model {uri!r} from {tracking_uri!r}: {err.message.splitlines()[0]}; "
-            f"registered models: {', '.join(names) or 'none'} (promote one with "
-            "python -m mixmo_search.promote, use models:/NAME@ALIAS or models:/NAME/VERSION)"
-        ) from None
+        reason = err.message.splitlines()[0]
+        hint = f"registered models: {', '.join(names) or 'none'} (promote one with python -m "
+        hint += "mixmo_search.promote, use models:/NAME@ALIAS or models:/NAME/VERSION)"
+    except ImportError as err:  # artifacts in a cloud store whose client is not installed
+        reason, hint = f"its artifacts need the `{err.name}` package", f"pip install {err.name}"
+    except OSError as err:  # an artifact server that does not answer
+        first_line = (str(err).splitlines() or [""])[0][:200]
+        reason, hint = f"{type(err).__name__}: {first_line}", "check the artifact store"
+    raise tracking.TrackingError(
+        f"cannot load model {uri!r} from {client.tracking_uri!r}: {reason}; {hint}"
+    )
+
+
+def _read_model_folder(folder: Path, uri: str, device: torch.device | str) -> LoadedNetwork:
     network_json, weights = folder / "artifacts" / NETWORK, folder / "artifacts" / WEIGHTS
-    if not network_json.exists() or not weights.exists():
+    if not network_json.is_file() or not weights.is_file():
         raise tracking.TrackingError(
             f"{uri!r} is not a network logged by mixmo_search.promote: it has no "
             f"artifacts/{NETWORK} and artifacts/{WEIGHTS}"
         )
-    return read_network(network_json, weights, device)
+    try:
+        return read_network(network_json, weights, device)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
+        first_line = (str(err).splitlines() or [""])[0][:200]
+        raise tracking.TrackingError(
+            f"{uri!r}: its network files cannot be read ({type(err).__name__}: {first_line}); "
+            "promote the trial again"
+        ) from None

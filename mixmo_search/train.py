@@ -107,8 +107,8 @@ def train(
     # data: the whole set as uint8 tensors on the device; the paper protocol holds nothing out
     holdout = cfg.run.protocol == "holdout"
     ds = load_dataset(cfg.data, hold_out=holdout)
-    shape = DatasetShape(len(ds.train) + len(ds.val), len(ds.test), ds.num_classes,
-                         ds.in_channels, ds.image_size)  # fmt: skip
+    shape = DatasetShape(cfg.data.name, len(ds.train) + len(ds.val), len(ds.val), len(ds.test),
+                         ds.num_classes, ds.in_channels, ds.image_size, ds.image_size)  # fmt: skip
     footprint = preflight.check_config(cfg, shape)  # the network at these shapes, on meta
     memory = preflight.device_memory(device)
     preflight.check_fits(footprint, cfg.optim.batch_size, memory,

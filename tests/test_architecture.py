@@ -17,11 +17,11 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "mixmo_search"
 # lowest first; a module may import its own layer and the layers below it
 LAYERS = [
-    ["errors", "files"],
+    ["errors", "files", "yaml_io"],
     ["models", "models.registry", "models.weight_init", "models.mixmo", "models.wrn",
      "models.preact_resnet"],
     ["config"],
-    ["data", "datasets", "mixing", "metrics", "predictions", "checkpoint", "pareto"],
+    ["data", "images", "datasets", "mixing", "metrics", "predictions", "checkpoint", "pareto"],
     ["inference", "cost", "step", "ensembles"],
     ["train"],
     ["tracking"],

@@ -4,6 +4,10 @@ from YAML or `--set` are coerced or refused with the key named."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +15,7 @@ from hypothesis import strategies as st
 
 from mixmo_search.config import (
     KEYS,
+    PRESET_DIR,
     SECTIONS,
     TrainConfig,
     list_presets,
@@ -23,6 +28,7 @@ from mixmo_search.datasets import DatasetShape
 from mixmo_search.errors import ConfigError
 from mixmo_search.models import create_model
 from mixmo_search.preflight import check_config
+from mixmo_search.train import main as train_main
 
 CLASSES = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200, "digits": 10}
 CHANNELS = {"digits": 1}
@@ -40,8 +46,9 @@ def test_every_preset_resolves_and_trains_its_network(preset):
     set's shapes (preflight), and its parameter count is the real network's."""
     cfg = resolve_config(preset=preset)
     name = cfg.data.name
-    shape = DatasetShape(TRAIN_IMAGES.get(name, 50000), 10000, CLASSES[name],
-                         CHANNELS.get(name, 3), SIZES.get(name, 32))  # fmt: skip
+    side = SIZES.get(name, 32)
+    shape = DatasetShape(name, TRAIN_IMAGES.get(name, 50000), cfg.data.val_size, 10000,
+                         CLASSES[name], CHANNELS.get(name, 3), side, side)  # fmt: skip
     footprint = check_config(cfg, shape)
     assert footprint.activation_bytes_per_slot > 0
     if name == "digits":  # small enough to build for real
@@ -167,7 +174,7 @@ def test_the_field_list_is_the_models():
     [
         (["optim.lrr=1"], "unknown key `optim.lrr`"),
         (["optimizer.lr=1"], "unknown section `optimizer`"),
-        (["optim.lr=["], "override 'optim.lr=[': the value is not valid YAML"),
+        (["optim.lr=["], "override 'optim.lr=[': not valid YAML"),
         (["mixing.p=1.5"], "`mixing.p` must be in [0, 1]"),
         (["mixing.block=nope"], "`mixing.block` must be one of sum, linear, cut"),
         (["optim.batch_size=48", "optim.batch_repeat=32"], "must be a multiple"),
@@ -196,3 +203,76 @@ def test_config_files_must_be_yaml_files(tmp_path):
         load_config(tmp_path / "bin.yaml")
     (tmp_path / "ok.yaml").write_text("preset: digits_quick\noptim: {epochs: 3}\n")
     assert load_config(tmp_path / "ok.yaml", ["mixing.p=0.3"]).optim.epochs == 3
+
+
+# --- YAML at the boundary: config files, presets and `--set` values (issue 17, group 4) ---
+
+LAUGHS = (
+    "l0: &l0 ["
+    + ", ".join(["lol"] * 10)
+    + "]\n"
+    + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 10))
+)  # 10**10 values once its aliases are expanded
+BAD_YAML = {
+    "loop.yaml": ("optim:\n  milestones: &m [1, *m]\n", "loop.yaml:2: the alias *m sits inside"),
+    "deep.yaml": ("optim: " + "[" * 3000 + "]" * 3000 + "\n", "more than 64 lists or mappings"),
+    "bomb.yaml": (LAUGHS, "its aliases expand it to"),
+    "big.yaml": ("#" * (1 << 20) + "\n", "larger than the 1,048,576 bytes"),
+}
+
+
+def _write_bad_yaml(folder: Path) -> None:
+    for name, (text, _) in BAD_YAML.items():
+        (folder / name).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--set", "optim.lr=["], "override 'optim.lr=[': not valid YAML"),
+        (["--set", "optim.milestones=&a [*a]"], "override 'optim.milestones=&a [*a]': the alias"),
+        (["--set", "optim.milestones=" + "[" * 3000], "more than 64 lists or mappings"),
+        (["--set", "data.split_seed=2024-13-01"], "month must be in 1..12"),
+        *((["--config", name], expected) for name, (_, expected) in BAD_YAML.items()),
+        (["--preset", "{evil}"], "unknown preset '{evil}'; choose one of: cifar100_cut_mixmo"),
+    ],
+)
+def test_bad_yaml_and_preset_paths_are_one_line_exit_2_nothing_written(
+    tmp_path, monkeypatch, capsys, argv, expected
+):
+    _write_bad_yaml(tmp_path)
+    evil = tmp_path / "evil.yaml"  # a valid config, reached as a "preset" by a relative path
+    evil.write_text("data: {name: digits}\n")
+    relative = os.path.relpath(tmp_path / "evil", PRESET_DIR)
+    argv = [a.replace("{evil}", relative) for a in argv]
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as exited:
+        train_main([*argv, "--set", "optim.epochs=1"])
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and expected.replace("{evil}", relative) in err, err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_bad_override_is_one_line_through_the_cli(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "mixmo_search.train", "--preset", "digits_quick",
+         "--set", "optim.lr=["],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: override 'optim.lr=[': not valid YAML (expected the node content, but found "
+        "'<stream end>' while parsing a flow node); fix the syntax"
+    ]
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["../presets/digits_quick", "/etc/hostname", "digits_quick ", 3])
+def test_a_preset_is_a_shipped_name_never_a_path(name):
+    with pytest.raises(ConfigError, match="unknown preset"):
+        resolve_config(preset=name)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        resolve_config({"preset": name})  # as a config file's `preset:` key
+    assert resolve_config(preset="digits_quick").data.name == "digits"

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 import subprocess
 import sys
+import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from mixmo_search.errors import DataError
 from mixmo_search.predict import image_files, main, read_images
 from mixmo_search.promote import promote
 from mixmo_search.serving import classify, load_network
@@ -81,7 +88,7 @@ def test_read_images_converts_mode_and_size(tmp_path):
         ("models:/no-such-model@champion", "{digits}", "no-such-model not found"),
         ("{champion}", "{tmp}/missing.png", "missing.png does not exist"),
         ("{champion}", "{tmp}", "holds no image files"),
-        ("{champion}", "{tmp}/broken.png", "cannot read image"),
+        ("{champion}", "{tmp}/broken.png", "cannot decode image"),
         ("{champion}", "{digits}", "no MLflow store"),
     ],
 )
@@ -131,3 +138,154 @@ def test_non_finite_outputs_are_refused_not_printed(promoted, digit_folder):
     assert torch.isfinite(classify(network, images).confidence).all()  # the intact network
     with pytest.raises(NonFiniteOutput, match="non-finite outputs for 12 of 12 images"):
         classify(broken_net, images)
+
+
+# --- bad image files: one line naming the file (issue 17) ---
+
+
+def _encoded(fmt: str, mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (8, 8), 90).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def _broken_png() -> bytes:
+    """Pixel data stopping half-way into a chunk of no known kind: SyntaxError in PIL."""
+    data = _encoded("PNG")
+    start = data.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", data[start : start + 4])
+    half = data[start + 8 : start + 8 + length // 2]
+    idat = struct.pack(">I", len(half)) + b"IDAT" + half
+    return data[:start] + idat + struct.pack(">I", zlib.crc32(b"IDAT" + half)) + b"\0\0\0\5!!!!"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expected"),
+    [
+        ("broken.png", _broken_png(), "(SyntaxError: broken PNG file"),
+        ("bad.ppm", b"P6\n8 8\n-1\n" + bytes(192), "(ValueError: maxval must be"),
+        ("cut.jpg", _encoded("JPEG")[:150], "(OSError: "),
+    ],
+    ids=["broken PNG", "malformed PPM", "truncated JPEG"],
+)
+def test_an_undecodable_image_is_one_line_and_exit_2(
+    promoted, tmp_path, capsys, name, data, expected
+):
+    store, model_uri = promoted
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(SystemExit) as exited:
+        main(["--model", model_uri, "--images", str(tmp_path), "--mlflow-uri", store])
+    assert exited.value.code == 2
+    out = capsys.readouterr()
+    (line,) = out.err.strip().splitlines()
+    assert line.startswith(f"error: cannot decode image {tmp_path / name} {expected}")
+    assert out.out == ""
+
+
+@st.composite
+def damaged_images(draw: st.DrawFn) -> bytes:
+    """A valid PNG, JPEG, PPM, BMP, GIF, TIFF or WebP file cut short or with bytes changed, or
+    random bytes."""
+    fmt = draw(st.sampled_from(["PNG", "JPEG", "PPM", "BMP", "GIF", "TIFF", "WEBP"]))
+    data = bytearray(_encoded(fmt, draw(st.sampled_from(["L", "RGB"]))))
+    how = draw(st.sampled_from(["truncate", "flip", "random"]))
+    if how == "truncate":
+        return bytes(data[: draw(st.integers(0, len(data) - 1))])
+    if how == "flip":
+        for at in draw(st.lists(st.integers(0, len(data) - 1), min_size=1, max_size=6)):
+            data[at] = draw(st.integers(0, 255))
+        return bytes(data)
+    return draw(st.binary(max_size=300))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(damaged=damaged_images(), channels=st.sampled_from([1, 3]), size=st.sampled_from([4, 8]))
+def test_any_damaged_input_is_pixels_or_one_data_error(damaged, channels, size):
+    with tempfile.TemporaryDirectory() as tmp:
+        good, bad = Path(tmp) / "good.png", Path(tmp) / "bad.img"
+        Image.new("RGB", (8, 8)).save(good)
+        bad.write_bytes(damaged)
+        try:
+            pixels = read_images([good, bad], in_channels=channels, image_size=size)
+        except DataError as err:
+            assert str(bad) in str(err) and "\n" not in str(err), str(err)
+            return
+        assert pixels.shape == (2, channels, size, size) and pixels.dtype == torch.uint8
+
+
+# --- model URIs: the forms it reads, one line for the others, nothing left behind ---
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch) -> Path:
+    """This process's temporary folder, so a test can see what is left in it."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("http://127.0.0.1:1/model", "http: URIs are not read here; give models:/NAME@ALIAS"),
+        ("https://example.invalid/m", "https: URIs are not read here"),
+        ("s3://bucket/model", "s3: URIs are not read here"),
+        ("gs://bucket/model", "gs: URIs are not read here"),
+        ("mlflow-artifacts:/x/model", "mlflow-artifacts: URIs are not read here"),
+        ("{tmp}/no-such-folder", "no such folder; give models:/NAME@ALIAS"),
+        ("{tmp}", "has no artifacts/network.json and artifacts/weights.pt"),
+        ("{garbage}", "its network files cannot be read"),
+        ("", "the model URI is empty"),
+        ("runs:/0123456789abcdef/model", "Run with id=0123456789abcdef not found"),
+        ("models:/", "Not a proper models:/ URI"),
+    ],
+)
+def test_unsupported_or_unreachable_models_are_one_line_and_leave_nothing(
+    promoted, digit_folder, tmp_path, private_tmp, capsys, model, expected
+):
+    store, _ = promoted
+    garbage = tmp_path / "garbage" / "artifacts"
+    garbage.mkdir(parents=True)
+    (garbage / "network.json").write_text("{}")
+    (garbage / "weights.pt").write_bytes(b"not weights")
+    model = model.replace("{tmp}", str(private_tmp)).replace("{garbage}", str(garbage.parent))
+    with pytest.raises(SystemExit) as exited:
+        main(["--model", model, "--images", str(digit_folder), "--mlflow-uri", store])
+    assert exited.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and expected in line, line
+    assert not any(private_tmp.iterdir())
+
+
+def test_a_model_loads_from_its_uri_and_its_local_folder_leaving_nothing(
+    promoted, digit_folder, private_tmp, tmp_path
+):
+    import mlflow
+
+    from mixmo_search.serving import fluent_tracking_uri
+
+    store, model_uri = promoted
+    by_uri = load_network(model_uri, tracking_uri=store)
+    assert not any(private_tmp.iterdir())  # the download is gone once the network is loaded
+    with fluent_tracking_uri(store):
+        folder = mlflow.artifacts.download_artifacts(model_uri, dst_path=str(tmp_path / "m"))
+    images = read_images(image_files([digit_folder]), in_channels=1, image_size=8)
+    for local in (folder, Path(folder).as_uri()):
+        by_folder = load_network(local)
+        assert torch.equal(classify(by_folder, images).classes, classify(by_uri, images).classes)
+
+
+def test_a_bad_model_uri_through_the_cli_leaves_no_temporary_folder(digit_folder, tmp_path):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    for model in ("http://127.0.0.1:1/model", "s3://bucket/model"):
+        done = subprocess.run(
+            [sys.executable, "-m", "mixmo_search.predict", "--model", model,
+             "--images", str(digit_folder)],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+            env={**os.environ, "TMPDIR": str(temp)},
+        )  # fmt: skip
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "URIs are not read" in done.stderr
+        assert not any(temp.iterdir()) and sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]

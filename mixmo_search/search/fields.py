@@ -17,10 +17,12 @@ from typing import Any
 
 import yaml
 
+from mixmo_search import yaml_io
 from mixmo_search.config import SECTIONS, TrainConfig
 from mixmo_search.search.types import SpaceError, SpaceWarning
 
 TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+EXPECTED = "a search-space .yaml (see search_spaces/)"
 
 Where = Callable[..., str]  # key path -> "file:line: `a.b`", the prefix of every SpaceError
 
@@ -42,23 +44,9 @@ def plain(*keys: Any) -> str:
 
 def read_yaml(path: Path) -> tuple[Any, Where]:
     """The file's data and the locator of its keys; bad YAML or a repeated key is a SpaceError."""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpaceError(
-            f"{path}: cannot be read as a YAML text file ({err}); pass a search-space .yaml "
-            "(see search_spaces/)"
-        ) from None
-    try:
-        lines = _key_lines(path, yaml.compose(text, Loader=yaml.SafeLoader))
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark, opened = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
-        at = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(err, "problem", None) or err
-        # PyYAML marks the token after the mistake; an unclosed bracket shows where it opened
-        context = f" {err.context} at line {opened.line + 1}" if opened else ""
-        raise SpaceError(f"{at}: not valid YAML ({problem}{context}); fix the syntax") from None
+    node = yaml_io.compose_file(path, error=SpaceError, expected=EXPECTED)
+    lines = _key_lines(path, node)
+    raw = yaml_io.construct(node, source=path, error=SpaceError)
     return raw, _locator(path, lines)
 
 

@@ -84,13 +84,6 @@ def check_sampler(
             "`multivariate: true`; add it or drop `group`"
         )
     searched = [p for p in params if p.type != "fixed"]
-    size = math.prod(p.count() for p in searched)
-    if spec.type == "grid" and size > MAX_GRID:
-        raise SpaceError(
-            f"{where('params')}: the grid has {size:.3g} points, more than a grid search can "
-            f"enumerate ({MAX_GRID}); narrow the int ranges or raise their `step`, or use "
-            "tpe/random"
-        )
     for p in searched if spec.type == "grid" else ():
         if p.type in ("uniform", "loguniform"):
             raise SpaceError(
@@ -104,6 +97,13 @@ def check_sampler(
                 "combination, so a conditional param repeats identical trials; "
                 "drop the `when` or use tpe/random"
             )
+    size = math.prod(p.count() for p in searched)
+    if spec.type == "grid" and size > MAX_GRID:
+        raise SpaceError(
+            f"{where('params')}: the grid has {size:.3g} points, more than a grid search can "
+            f"enumerate ({MAX_GRID}); narrow the int ranges or raise their `step`, or use "
+            "tpe/random"
+        )
     if spec.type == "cmaes" and any(p.type == "categorical" for p in searched):
         warn(f"{at}: cmaes draws categorical params at random; tpe or gp model them")
     if spec.type in ("cmaes", "gp") and any(p.when for p in searched):

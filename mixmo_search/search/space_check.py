@@ -108,7 +108,7 @@ def _dataset_shape(cfg: TrainConfig) -> Any:
     from mixmo_search.datasets import describe_dataset
 
     try:
-        return describe_dataset(cfg.data)
+        return describe_dataset(cfg.data, hold_out=cfg.run.protocol == "holdout")
     except DataError as err:
         raise ConfigError(str(err)) from None
 

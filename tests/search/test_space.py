@@ -328,3 +328,42 @@ def test_reweight_inf_choice_survives(tmp_path: Path) -> None:
     text = edit(11, "  mixing.reweight_r: {type: categorical, choices: [1, 3, .inf]}")
     space = load_space(write(tmp_path, text))
     assert math.inf in next(p for p in space.params if p.key == "mixing.reweight_r").choices
+
+
+LAUGHS = (
+    "l0: &l0 ["
+    + ", ".join(["lol"] * 10)
+    + "]\n"
+    + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 10))
+)  # 10**10 values once its aliases are expanded
+HOSTILE_YAML = {
+    "recursive alias": (
+        edit(4, "  overrides: &o {optim.milestones: [1, *o]}"),
+        4,
+        "*o sits inside",
+    ),
+    "3000 nested brackets": (edit(4, "  overrides: " + "[" * 3000), 4, "more than 64 lists"),
+    "billion laughs": (VALID + LAUGHS, 22, "its aliases expand it to"),  # l4: 111,111
+    "over the size bound": (VALID + "#" * (1 << 20), None, "larger than the 1,048,576 bytes"),
+    "a list as a key": (edit(10, "  ? [model.n_members]\n  : 2"), 10, "a list or mapping used as"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_YAML)
+def test_hostile_yaml_is_one_line_at_its_line_and_nothing_starts(
+    tmp_path, monkeypatch, capsys, name
+):
+    from mixmo_search import tune
+
+    text, line, expected = HOSTILE_YAML[name]
+    path = write(tmp_path, text)
+    with pytest.raises(SpaceError) as caught:
+        load_space(path)
+    assert str(caught.value).startswith(f"{path}:{line}:" if line else f"{path}:")
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        tune.main(["--space", str(path), "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and err == f"error: {caught.value}"
+    assert [p.name for p in tmp_path.iterdir()] == ["space.yaml"]
