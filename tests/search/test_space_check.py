@@ -201,3 +201,19 @@ def test_every_drawable_value_of_a_small_int_range_is_checked(tmp_path):
         "optim.batch_repeat": {"type": "categorical", "choices": [1, 2, 4]},
         "run.seed": {"type": "int", "low": 0, "high": 10**9}}))  # fmt: skip
     assert space.check.n_configs > 256 and space.check.n_shapes >= 1
+
+
+def test_dry_run_refuses_a_drawable_invalid_value_naming_it(tmp_path, capsys, monkeypatch):
+    """`--dry-run` is the check a user runs: the step-2 range that draws 6 is one line, exit
+    2, nothing written (issue 17: this space passed --dry-run and failed 2 of 3 trials)."""
+    from mixmo_search import tune
+
+    path = _write(tmp_path, {"optim.batch_repeat": {"type": "int", "low": 2, "high": 8,
+                                                    "step": 2}})  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        tune.main(["--space", str(path), "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "`params.optim.batch_repeat`: can draw 6" in err and "multiple of" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,9 @@ def test_dry_run_on_every_shipped_space(space, tmp_path, run_tune):
     done = run_tune("--space", str(space), "--dry-run", cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "dry run: nothing was started or written" in done.stdout
+    assert re.search(
+        r"checked: \d+ trial configs the space can draw, [1-9]\d* network", done.stdout
+    )
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
 
 
