@@ -375,7 +375,22 @@ def main(argv: list[str] | None = None) -> None:
     else:
         cfg = resolve_config(preset=args.preset or "digits_quick", overrides=args.overrides)
     results = train(cfg, resume=args.resume)
-    print(json.dumps(results, indent=2, sort_keys=True))
+    print(summary_lines(results, cfg))
+
+
+def summary_lines(results: dict[str, float], cfg: TrainConfig) -> str:
+    """What a person reads at the end of a training; every figure is in metrics.json."""
+    splits = [s for s in ("val", "test") if f"{s}/acc" in results]
+    lines = [
+        f"kept epoch {int(results['best_epoch'])} of {int(results['epochs'])} "
+        f"({'best on validation' if cfg.run.protocol == 'holdout' else 'the last'}); "
+        f"{results['train/seconds']:.0f} s of training at {results['train/slots_per_s']:.0f} "
+        "slots/s",
+        *(f"  {split}: acc {results[f'{split}/acc']:.4f}, nll {results[f'{split}/nll']:.4f}, "
+          f"ece {results[f'{split}/ece']:.4f}" for split in splits),
+        f"every metric: {Path(cfg.run.out_dir or '.') / 'metrics.json'}",
+    ]  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -175,7 +175,16 @@ def test_cli_writes_metrics_and_rejects_bad_keys(tmp_path):
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 1
+    # a short summary for a person, its figures those of metrics.json
+    last = done.stdout.strip().splitlines()[-4:]
+    assert last[0].startswith("kept epoch 1 of 1 (best on validation)"), done.stdout
+    assert (
+        last[2] == f"  test: acc {metrics['test/acc']:.4f}, nll {metrics['test/nll']:.4f}, "
+        f"ece {metrics['test/ece']:.4f}"
+    )
+    assert last[3] == f"every metric: {out / 'metrics.json'}"
     bad = subprocess.run(
         cmd + ["--set", "optim.lrr=1"], capture_output=True, text=True, timeout=300
     )
