@@ -29,7 +29,7 @@ import torch
 from mlflow.pyfunc import PythonModel
 from torch import Tensor
 
-from mixmo_search import tracking
+from mixmo_search import tracking, tracking_auth
 from mixmo_search.checkpoint import code_revision
 from mixmo_search.config import TrainConfig, resolve_config
 from mixmo_search.errors import UserError
@@ -294,6 +294,7 @@ def load_network(
 
     tracking_uri = tracking_uri or tracking.default_tracking_uri()
     client = tracking.connect_existing(tracking_uri)
+    tracking_auth.check_model_read(client, uri)
     try:
         with fluent_tracking_uri(tracking_uri):
             folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mixmo_search import files, tracking
+from mixmo_search import files, tracking, tracking_auth
 from mixmo_search.errors import UserError
 from mixmo_search.search import cluster, placement, study_storage
 from mixmo_search.search.space import SearchSpace
@@ -227,8 +227,8 @@ def make_plan(
     base = {**base, "run.device": device, "run.threads": max(1, int(cpus_per_trial))}
     mlflow_uri = mlflow_uri or tracking.default_tracking_uri()
     tracking.check_store(mlflow_uri)
-    if not dry_run and not tracking.sqlite_path(mlflow_uri):  # a server: does it answer?
-        tracking.connect(mlflow_uri)
+    if not dry_run and not tracking.sqlite_path(mlflow_uri):  # a server: answers, lets us write?
+        tracking_auth.check_search(tracking.connect(mlflow_uri), experiment)
     return SearchPlan(
         space=space,
         name=name,
