@@ -103,20 +103,15 @@ def check_promotion(client: MlflowClient, experiment_id: str, model_name: str) -
     who = login(client.tracking_uri)
     if who is None or who.is_admin:
         return
+    model = f"registered model {model_name!r}"
+    has = _permission(who, "registered_model", model_name)
+    if has not in WRITES and _visible_model(client, model_name):
+        raise AuthError(_refusal(who, "write", model, f"EDIT, has {has}", "promoter"))
+    if has not in WRITES and not _may_create(who, "registered_model", model_name):
+        need = f"USE on workspace {_workspace()!r}"  # a first promotion creates the model
+        raise AuthError(_refusal(who, "create", model, need, "promoter"))
     name = client.get_experiment(experiment_id).name
     _require(who, "experiment", experiment_id, name, WRITES, "log a promotion run in", "promoter")
-    has = _permission(who, "registered_model", model_name)
-    if has in WRITES:
-        return
-    if not _visible_model(client, model_name) and _may_create(who, "registered_model", model_name):
-        return  # the first promotion of this model creates it
-    raise AuthError(
-        _refusal(
-            who, "write", f"registered model {model_name!r}",
-            f"EDIT on it, or USE on workspace {_workspace()!r} to create it; has {has}",
-            "promoter",
-        )
-    )  # fmt: skip
 
 
 def check_model_read(client: MlflowClient, model_uri: str) -> None:
