@@ -40,7 +40,6 @@ ROLES = {
         ("registered_model", "*", "EDIT"),
     ),
 }
-READS = ("READ", "USE", "EDIT", "MANAGE")
 WRITES = ("EDIT", "MANAGE")
 CREATES = ("USE", "MANAGE")  # workspace-wide grants that allow creating resources
 CURRENT_USER = "/api/2.0/mlflow/users/current"
@@ -85,16 +84,16 @@ def check_search(client: MlflowClient, experiment: str) -> None:
     if who is None or who.is_admin:
         return
     found = _experiment(client, who, experiment, need="EDIT", role="searcher")
-    if found is None:
-        if not _may_create(who, "experiment", experiment):
-            raise AuthError(
-                f"{who.uri}: the experiment {experiment!r} does not exist and user "
-                f"{who.username!r} may not create it (needs USE on workspace {_workspace()!r}); "
-                f"an MLflow admin creates it with `python infra/mlflow-users.py --uri "
-                f"{who.uri} experiment {experiment}`, or pass an existing --experiment"
-            )
-        return
-    _require(who, "experiment", found, experiment, WRITES, "write the runs of", "searcher")
+    if found is not None:
+        _require(who, "experiment", found, f"experiment {experiment!r}", "write the runs of",
+                 "searcher")  # fmt: skip
+    elif not _may_create(who, "experiment", experiment):
+        raise AuthError(
+            f"{who.uri}: the experiment {experiment!r} does not exist and user "
+            f"{who.username!r} may not create it (needs USE on workspace {_workspace()!r}); "
+            f"an MLflow admin creates it with `python infra/mlflow-users.py --uri "
+            f"{who.uri} experiment {experiment}`, or pass an existing --experiment"
+        )
 
 
 def check_promotion(client: MlflowClient, experiment_id: str, model_name: str) -> None:
@@ -104,46 +103,50 @@ def check_promotion(client: MlflowClient, experiment_id: str, model_name: str) -
     if who is None or who.is_admin:
         return
     model = f"registered model {model_name!r}"
-    has = _permission(who, "registered_model", model_name)
-    if has not in WRITES and _visible_model(client, model_name):
-        raise AuthError(_refusal(who, "write", model, f"EDIT, has {has}", "promoter"))
-    if has not in WRITES and not _may_create(who, "registered_model", model_name):
-        need = f"USE on workspace {_workspace()!r}"  # a first promotion creates the model
-        raise AuthError(_refusal(who, "create", model, need, "promoter"))
+    if _visible_model(client, model_name):
+        _require(who, "registered_model", model_name, model, "write", "promoter")
+    elif not _may_create(who, "registered_model", model_name):  # a first promotion makes it
+        need = f"USE on workspace {_workspace()!r}"
+        raise AuthError(_refusal(who, f"may not create {model} (needs {need})", "promoter"))
     name = client.get_experiment(experiment_id).name
-    _require(who, "experiment", experiment_id, name, WRITES, "log a promotion run in", "promoter")
+    _require(who, "experiment", experiment_id, f"experiment {name!r}",
+             "log a promotion run in", "promoter")  # fmt: skip
 
 
 def check_model_read(client: MlflowClient, model_uri: str) -> None:
-    """`predict` and serving: the user may read the registered model of `models:/NAME/...`."""
+    """`predict` and serving: the user sees the registered model of `models:/NAME/...`."""
     who = login(client.tracking_uri)
     if who is None or who.is_admin or not model_uri.startswith("models:/"):
         return
     name = model_uri.removeprefix("models:/").split("/", 1)[0].split("@", 1)[0]
-    _require(who, "registered_model", name, name, READS, "read", "reader")
+    if not _visible_model(client, name):  # a model it may not read is hidden from it
+        raise AuthError(
+            _refusal(
+                who, f"sees no registered model {name!r}: it does not exist (promote a trial "
+                "first), or the user may not read it (needs READ)", "reader",
+            )
+        )  # fmt: skip
 
 
 def check_experiment_read(uri: str, experiment: str) -> None:
     """The dashboard: the user may read `experiment` (a missing one is the caller's news)."""
     who = login(uri)
-    if who is None or who.is_admin:
-        return
-    client = tracking.connect_existing(uri)
-    found = _experiment(client, who, experiment, need="READ", role="reader")
-    if found is not None:
-        _require(who, "experiment", found, experiment, READS, "read", "reader")
+    if who is not None and not who.is_admin:
+        _experiment(tracking.connect_existing(uri), who, experiment, need="READ", role="reader")
 
 
 def _experiment(
     client: MlflowClient, who: Login, name: str, *, need: str, role: str
 ) -> str | None:
-    """The id of experiment `name`, None when missing; an AuthError when the server hides it."""
+    """The id of experiment `name` (which the user may then read), None when it is missing;
+    an AuthError when the server refuses to show it."""
     try:
         found = client.get_experiment_by_name(name)
     except Exception as err:  # noqa: BLE001 - only a refusal is news here
         if tracking.http_status(err) != 403:
             raise
-        raise AuthError(_refusal(who, "read", f"experiment {name!r}", need, role)) from None
+        problem = f"may not read experiment {name!r} (needs {need})"
+        raise AuthError(_refusal(who, problem, role)) from None
     return None if found is None else found.experiment_id
 
 
@@ -154,21 +157,21 @@ def _visible_model(client: MlflowClient, name: str) -> bool:
 
 
 def _require(
-    who: Login, resource_type: str, resource_id: str, label: str, allowed: tuple[str, ...],
-    action: str, role: str,
-) -> None:  # fmt: skip
+    who: Login, resource_type: str, resource_id: str, what: str, action: str, role: str
+) -> None:
+    """EDIT or MANAGE on an existing resource. Asked only about resources that exist: the
+    server caches a missing one's workspace as none, and then denies it once created."""
     has = _permission(who, resource_type, resource_id)
-    if has not in allowed:
-        what = f"{resource_type.replace('_', ' ')} {label!r}"
-        raise AuthError(_refusal(who, action, what, f"{allowed[0]}, has {has}", role))
+    if has not in WRITES:
+        raise AuthError(_refusal(who, f"may not {action} {what} (needs EDIT, has {has})", role))
 
 
-def _refusal(who: Login, action: str, what: str, need: str, role: str) -> str:
+def _refusal(who: Login, problem: str, role: str) -> str:
     return (
-        f"{who.uri}: user {who.username!r} may not {action} {what} (needs {need}); an MLflow "
-        f"admin gives it the {role} role with `python infra/mlflow-users.py --uri {who.uri} "
-        f"user {who.username} {role}`, or sign in as a user who has it "
-        "(MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or ~/.mlflow/credentials)"
+        f"{who.uri}: user {who.username!r} {problem}; an MLflow admin gives it the {role} "
+        f"role with `python infra/mlflow-users.py --uri {who.uri} user {who.username} "
+        f"{role}`, or sign in as a user who has it (MLFLOW_TRACKING_USERNAME and "
+        "MLFLOW_TRACKING_PASSWORD, or ~/.mlflow/credentials)"
     )
 
 

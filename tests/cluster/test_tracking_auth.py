@@ -229,7 +229,7 @@ def test_each_role_does_its_part_and_no_password_shows(auth_server, monkeypatch,
     network = serving.load_network("models:/mixmo-signed-in@champion", tracking_uri=uri)
     assert network.model.n_members >= 1
     _client(auth_server, "searcher", monkeypatch)
-    with pytest.raises(tracking_auth.AuthError, match="user 'searcher' may not read registered"):
+    with pytest.raises(tracking_auth.AuthError, match="'searcher' sees no registered model"):
         serving.load_network("models:/mixmo-signed-in@champion", tracking_uri=uri)
 
     # no password in MLflow, the server's log or anything the commands printed
