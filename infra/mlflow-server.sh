@@ -78,9 +78,14 @@ write_auth_config() { # FILE ADMIN PASSWORD DATABASE_URI, mode 0600 (builtins on
     chmod 600 "$1"
 }
 
+# every check first: nothing is written or started until they all pass
 check_database_uri MLFLOW_BACKEND_STORE_URI "$backend"
 case "$auth" in
-basic) ;;
+basic)
+    users_db="${MLFLOW_AUTH_DATABASE_URI:-$backend}"
+    check_database_uri MLFLOW_AUTH_DATABASE_URI "$users_db"
+    password="$(admin_password)"
+    ;;
 off)
     if [[ ! "$host" =~ ^(127\.[0-9]+\.[0-9]+\.[0-9]+|localhost|::1)$ ]]; then
         fail "MLFLOW_AUTH=off serves without a login: only on 127.0.0.1, not MLFLOW_HOST=$host" \
@@ -89,20 +94,17 @@ off)
     ;;
 *) fail "MLFLOW_AUTH must be basic (the default: MLflow's login) or off, got $auth" ;;
 esac
+
 if [[ "$artifacts" != *://* ]]; then
     mkdir -p "$artifacts"
     artifacts="$(cd "$artifacts" && pwd)"
 fi
-
 args=(--backend-store-uri "$backend" --serve-artifacts --artifacts-destination "$artifacts"
     --host "$host" --port "$port" --workers "${MLFLOW_WORKERS:-4}")
 if [[ -n "${MLFLOW_SERVER_ALLOWED_HOSTS:-}" ]]; then
     args+=(--allowed-hosts "$MLFLOW_SERVER_ALLOWED_HOSTS")
 fi
 if [[ "$auth" == basic ]]; then
-    users_db="${MLFLOW_AUTH_DATABASE_URI:-$backend}"
-    check_database_uri MLFLOW_AUTH_DATABASE_URI "$users_db"
-    password="$(admin_password)"
     config="${MLFLOW_AUTH_CONFIG_PATH:-${XDG_CONFIG_HOME:-$HOME/.config}/mixmo-search/mlflow-auth.ini}"
     write_auth_config "$config" "${MLFLOW_AUTH_ADMIN_USERNAME:-admin}" "$password" "$users_db"
     unset password MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_AUTH_ADMIN_USERNAME # the file holds them
