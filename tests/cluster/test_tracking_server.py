@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mixmo_search import tracking, trial_table
+from mixmo_search import tracking, tracking_auth, trial_table
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 
@@ -71,6 +71,14 @@ def test_the_server_listens_on_loopback_only(mlflow_server):
     port = int(mlflow_server.uri.rsplit(":", 1)[1])
     listening = _listening_addresses(port)
     assert listening == {"127.0.0.1"}, listening
+
+
+def test_a_server_without_a_login_passes_the_permission_checks(mlflow_server):
+    """MLFLOW_AUTH=off (the loopback-only opt-out): no auth app, so nothing to check."""
+    client = tracking.connect(mlflow_server.uri)
+    assert tracking_auth.login(mlflow_server.uri) is None
+    tracking_auth.check_search(client, "an-experiment-nobody-made")
+    tracking_auth.check_model_read(client, "models:/no-such-model@champion")
 
 
 def test_an_unreachable_server_is_one_clear_error():
