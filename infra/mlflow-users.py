@@ -29,6 +29,10 @@ WORKSPACE = "default"  # infra/mlflow-server.sh's server has this one workspace
 
 def admin_client(uri: str):
     """The auth app's client, checked to be signed in as an admin."""
+    import warnings
+
+    # the client imports MLflow's server modules, which import a deprecated starlette one
+    warnings.filterwarnings("ignore", message="starlette.middleware.wsgi is deprecated")
     from mlflow.server import get_app_client
 
     tracking.check_store(uri)

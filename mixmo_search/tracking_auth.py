@@ -6,10 +6,11 @@ registered model, `predict` and serving read it, the dashboard reads the experim
 permission is one line naming the user, the permission and the fix, instead of a 403 half-way
 through. Stores without a login (SQLite, PostgreSQL, a server without the auth app) pass.
 
-The server resolves a user's permission on an existing experiment or model itself
-(`users/permissions/get`, as it decides a request). Whether a user may *create* one is read
-from its grants, as MLflow's auth app decides it: with workspaces on (infra/mlflow-server.sh
-turns them on), a workspace-wide USE or MANAGE grant; always, no DENY on the type.
+A read is what the user sees: the server hides what a user may not read. Whether it may
+write an experiment or model that exists, the server says itself (`users/permissions/get`,
+resolved as a request is). Whether it may *create* one is read from its grants, as MLflow's
+auth app decides it: with workspaces on (infra/mlflow-server.sh turns them on), a
+workspace-wide USE or MANAGE grant; always, no DENY on the type.
 
 `ROLES` are the project's three roles as grants in the `default` workspace
 (`infra/mlflow-users.py` makes them): readers read, searchers write runs, promoters make
@@ -54,13 +55,11 @@ class AuthError(tracking.TrackingError):
 
 @dataclass(frozen=True)
 class Login:
-    """Who a server knows this process as, and the grants of that user's roles."""
+    """Who a server knows this process as."""
 
     uri: str
     username: str
     is_admin: bool
-    workspaces: bool  # the server runs with --enable-workspaces
-    grants: tuple[dict[str, str], ...]  # workspace, resource_type, resource_pattern, permission
 
 
 def login(uri: str) -> Login | None:
@@ -70,12 +69,7 @@ def login(uri: str) -> Login | None:
     user = _get(uri, CURRENT_USER)
     if user is None:  # no such route: the server runs without the auth app
         return None
-    info = _get(uri, SERVER_INFO) or {}
-    grants = (_get(uri, CURRENT_GRANTS) or {}).get("permissions", [])
-    return Login(
-        uri, user["user"]["username"], bool(user["user"]["is_admin"]),
-        bool(info.get("workspaces_enabled")), tuple(grants),
-    )  # fmt: skip
+    return Login(uri, user["user"]["username"], bool(user["user"]["is_admin"]))
 
 
 def check_search(client: MlflowClient, experiment: str) -> None:
@@ -130,9 +124,12 @@ def check_model_read(client: MlflowClient, model_uri: str) -> None:
 
 def check_experiment_read(uri: str, experiment: str) -> None:
     """The dashboard: the user may read `experiment` (a missing one is the caller's news)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    client = tracking.connect_existing(uri)  # a server that is down: one line, no long retries
     who = login(uri)
     if who is not None and not who.is_admin:
-        _experiment(tracking.connect_existing(uri), who, experiment, need="READ", role="reader")
+        _experiment(client, who, experiment, need="READ", role="reader")
 
 
 def _experiment(
@@ -159,8 +156,9 @@ def _visible_model(client: MlflowClient, name: str) -> bool:
 def _require(
     who: Login, resource_type: str, resource_id: str, what: str, action: str, role: str
 ) -> None:
-    """EDIT or MANAGE on an existing resource. Asked only about resources that exist: the
-    server caches a missing one's workspace as none, and then denies it once created."""
+    """EDIT or MANAGE on an existing resource. Never asked about a missing one: MLflow 3.17's
+    `users/permissions/get` caches a missing resource's workspace as none for an hour
+    (`workspace_cache_ttl_seconds`), and answers NO_PERMISSIONS once it exists."""
     has = _permission(who, resource_type, resource_id)
     if has not in WRITES:
         raise AuthError(_refusal(who, f"may not {action} {what} (needs EDIT, has {has})", role))
@@ -185,11 +183,12 @@ def _permission(who: Login, resource_type: str, resource_id: str) -> str:
 def _may_create(who: Login, resource_type: str, name: str) -> bool:
     """Whether the user may create a `resource_type` named `name` (MLflow's create rule)."""
     workspace = _workspace()
-    mine = [g for g in who.grants if g.get("workspace", workspace) == workspace]
+    grants = (_get(who.uri, CURRENT_GRANTS) or {}).get("permissions", [])
+    mine = [g for g in grants if g.get("workspace", workspace) == workspace]
     if any(g["resource_type"] == resource_type and g["resource_pattern"] in ("*", name)
            and g["permission"] == "DENY" for g in mine):  # fmt: skip
         return False
-    if not who.workspaces:
+    if not (_get(who.uri, SERVER_INFO) or {}).get("workspaces_enabled"):
         return True  # without workspaces every user may create
     return any(g["resource_type"] == "workspace" and g["permission"] in CREATES for g in mine)
 

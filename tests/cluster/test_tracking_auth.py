@@ -186,12 +186,14 @@ def test_each_role_does_its_part_and_no_password_shows(auth_server, monkeypatch,
         )  # fmt: skip
     seen = _scan_processes_until(driver, auth_server.passwords, timeout=600)
     assert driver.returncode == 0, log.read_text()[-4000:]
+    assert "MLflow refused" not in log.read_text()  # no write of the search was denied
     assert seen > 3  # the driver, Ray's processes and the trials' workers were all read
 
     admin = _client(auth_server, "admin", monkeypatch)
     exp_id = tracking.experiment_id(admin, create=False)
     parent = tracking.search_run_id(admin, exp_id, SEARCH)
     assert len(tracking.trial_runs(admin, exp_id, parent)) == 2
+    assert admin.get_run(parent).info.status == "FINISHED"
 
     # a reader opens the dashboard; its Promote page says who may promote
     app = _dashboard(auth_server, monkeypatch, parent)
