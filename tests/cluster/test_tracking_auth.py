@@ -168,12 +168,19 @@ def test_each_role_does_its_part_and_no_password_shows(auth_server, monkeypatch,
     search = ["--space", str(SPACE), "--trials", "2", "--gpus", "0", "--cpus", "2",
               "--storage", str(storage)]  # fmt: skip
 
-    # a reader may not start a search: one line, before Ray starts or anything is written
-    refused = _cli(auth_server, "reader", "tune", *search, "--name", "by-reader", cwd=tmp_path)
-    assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert "user 'reader' may not write the runs of experiment 'mixmo-search'" in refused.stderr
-    assert "(needs EDIT, has READ)" in refused.stderr and "searcher role" in refused.stderr
-    assert not (storage / "by-reader").exists()
+    # a reader may not start a search: the plan says so, before Ray starts or anything is
+    # written (the CLI's exit 2 and one line: test_a_client_without_a_login_is_refused)
+    from mixmo_search.search.plan import make_plan
+    from mixmo_search.search.space import load_space
+
+    _client(auth_server, "reader", monkeypatch)
+    with pytest.raises(tracking_auth.AuthError) as refused:
+        make_plan(load_space(SPACE), name="by-reader", gpus=0, storage=storage, mlflow_uri=uri)
+    assert "user 'reader' may not write the runs of experiment 'mixmo-search'" in str(
+        refused.value
+    )
+    assert "(needs EDIT, has READ)" in str(refused.value)
+    assert "searcher role" in str(refused.value) and not storage.exists()
 
     # a searcher runs one end to end; every process it starts is scanned while it runs
     log = tmp_path / "search.log"
@@ -217,11 +224,15 @@ def test_each_role_does_its_part_and_no_password_shows(auth_server, monkeypatch,
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
     champion = admin.get_model_version_by_alias("mixmo-signed-in", "champion")
     assert champion.version == "1"
-    again = _cli(auth_server, "reader", "promote", "--search", SEARCH, "--force", cwd=tmp_path)
-    assert again.returncode == 2, again.stdout + again.stderr
-    assert "may not write registered model 'mixmo-signed-in' (needs EDIT, has READ)" in (
-        again.stderr
+    from mixmo_search.promote import promote
+
+    _client(auth_server, "reader", monkeypatch)
+    with pytest.raises(tracking_auth.AuthError) as again:  # the model exists now
+        promote(SEARCH, force=True, tracking_uri=uri)
+    assert "may not write registered model 'mixmo-signed-in' (needs EDIT, has READ)" in str(
+        again.value
     )
+    admin = _client(auth_server, "admin", monkeypatch)
     assert admin.get_model_version_by_alias("mixmo-signed-in", "champion").version == "1"
 
     # the champion loads for a reader; a searcher may not read the registry
@@ -236,9 +247,9 @@ def test_each_role_does_its_part_and_no_password_shows(auth_server, monkeypatch,
 
     # no password in MLflow, the server's log or anything the commands printed
     admin = _client(auth_server, "admin", monkeypatch)
-    outputs = [log.read_text(), auth_server.log.read_text()] + [
-        done.stdout + done.stderr for done in (refused, denied, promoted, again)
-    ]
+    printed = [done.stdout + done.stderr for done in (denied, promoted)]
+    outputs = [log.read_text(), auth_server.log.read_text(), *printed]
+    outputs += [str(refused.value), str(again.value)]
     _assert_no_password(auth_server.passwords, outputs + _store_texts(admin, exp_id))
 
 
