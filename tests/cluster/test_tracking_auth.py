@@ -25,8 +25,11 @@ from base64 import b64encode
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mixmo_search import tracking, tracking_auth
 
@@ -161,6 +164,23 @@ def test_a_client_without_a_login_is_refused(auth_server, monkeypatch, tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.count("\n") == 1 and "asks for a login" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    scheme=st.sampled_from(["http", "https"]),
+    user=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1),
+    password=st.one_of(st.none(), st.text(min_size=12).filter(lambda p: p.strip() == p)),
+)
+def test_a_login_in_the_uri_is_refused_and_never_shown(scheme, user, password):
+    """The URI is recorded in search.json and MLflow tags and printed in the summary's
+    commands, so a login in it is refused, in a line that shows no part of the URI."""
+    login = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    with pytest.raises(tracking.TrackingError) as refused:
+        tracking.check_store(f"{scheme}://{login}@127.0.0.1:5000/path")
+    with pytest.raises(tracking.TrackingError, match="carries a login") as reference:
+        tracking.check_store("http://someone:a-password@localhost")
+    assert str(refused.value) == str(reference.value)  # the same words, whatever the URI
 
 
 def test_each_role_does_its_part_and_no_password_shows(auth_server, monkeypatch, tmp_path):
