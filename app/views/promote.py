@@ -94,7 +94,7 @@ else:
 blocked = False
 try:  # the dashboard's login may read but not promote
     tracking_auth.check_promotion(
-        tracking.connect(search.uri), plan.experiment_id, plan.model_name
+        tracking.connect_existing(search.uri), plan.experiment_id, plan.model_name
     )
 except UserError as err:
     st.error(str(err), icon="🔒")
