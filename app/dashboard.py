@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from mixmo_search import tracking
+from mixmo_search import tracking, tracking_auth
 
 if TYPE_CHECKING:
     from streamlit.delta_generator import DeltaGenerator
@@ -48,6 +48,7 @@ def pick_search(picker: DeltaGenerator) -> state.Search | None:
             "table links each trial there",
         )
     try:
+        tracking_auth.check_experiment_read(uri, experiment)  # a server's login may not read it
         found = queries.searches(uri, experiment)
     except tracking.TrackingError as err:
         st.error(f"{err}. Change the URI under **Store** in the sidebar.", icon="⚠️")

@@ -34,7 +34,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mixmo_search import tracking, trial_table
+from mixmo_search import tracking, tracking_auth, trial_table
 from mixmo_search.errors import Parser, UserError, exit_on_user_error
 
 if TYPE_CHECKING:
@@ -187,6 +187,8 @@ def promote(
         search, policy=policy, alias=alias, model_name=model_name, trial=trial,
         min_acc=min_acc, tracking_uri=tracking_uri, experiment=experiment,
     )  # fmt: skip
+    client = tracking.connect(plan.tracking_uri)
+    tracking_auth.check_promotion(client, plan.experiment_id, plan.model_name)
     if plan.refusal and not force:
         raise PromoteError(plan.refusal)
     if plan.registered is not None:  # the same network again: move the alias, no new version

@@ -30,7 +30,7 @@ import torch
 from mlflow.pyfunc import PythonModel
 from torch import Tensor
 
-from mixmo_search import tracking
+from mixmo_search import tracking, tracking_auth
 from mixmo_search.checkpoint import code_revision
 from mixmo_search.config import TrainConfig, resolve_config
 from mixmo_search.errors import UserError
@@ -304,6 +304,7 @@ def load_network(
         return _read_model_folder(local, uri, device)
     tracking_uri = tracking_uri or tracking.default_tracking_uri()
     client = tracking.connect_existing(tracking_uri)
+    tracking_auth.check_model_read(client, uri)
     with tempfile.TemporaryDirectory(prefix="mixmo-model-") as tmp:
         return _read_model_folder(_download(client, uri, tmp), uri, device)
 

@@ -99,6 +99,13 @@ def check_store(uri: str) -> None:
     A SQLite file must be a SQLite database (or not exist yet, in a writable folder); other
     stores must use a scheme MLflow serves searches from, with their driver installed.
     """
+    if _has_login(uri):  # before any message that would show the URI
+        raise TrackingError(
+            "the MLflow store URI carries a login (USER:PASSWORD@), which search.json, MLflow "
+            "tags and printed commands would show; drop it from the URI and give the login "
+            "with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or in "
+            "~/.mlflow/credentials (mode 0600)"
+        )
     scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
     if scheme not in STORE_SCHEMES:
         raise TrackingError(
@@ -119,6 +126,44 @@ def check_store(uri: str) -> None:
             f"the MLflow store {uri!r} needs the {STORE_SCHEMES[scheme]} driver; "
             f"`pip install {STORE_DRIVERS[STORE_SCHEMES[scheme]]}`"
         )
+
+
+def _has_login(uri: str) -> bool:
+    """Whether an http(s) URI names a user or password (`http://USER:PASSWORD@HOST`)."""
+    from urllib.parse import urlsplit
+
+    if not uri.startswith(("http://", "https://")):
+        return False  # database URIs: the password check is the driver's (libpq's files)
+    try:
+        parts = urlsplit(uri)
+        return parts.username is not None or parts.password is not None
+    except ValueError:
+        return "@" in uri.split("://", 1)[1].split("/", 1)[0]
+
+
+def login_refused(uri: str) -> str:
+    """Why a server that asks for a login refused this process, and the fix (no password)."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    user = read_mlflow_creds().username
+    where = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or ~/.mlflow/credentials"
+    if not user:
+        return (
+            f"the MLflow server {uri} asks for a login and none is set: give the user and "
+            f"password with {where} (mode 0600; infra/README.md, MLflow's login)"
+        )
+    return (
+        f"the MLflow server {uri} refused the login of user {user!r} (a wrong password, or no "
+        f"such user): check the password in {where}; an MLflow admin makes users with "
+        "infra/mlflow-users.py"
+    )
+
+
+def http_status(err: BaseException) -> int | None:
+    """The HTTP status an MLflow error stands for (401 refused login, 403 no permission)."""
+    from mlflow.exceptions import MlflowException
+
+    return err.get_http_status_code() if isinstance(err, MlflowException) else None
 
 
 def _check_sqlite_file(path: Path) -> None:
@@ -168,6 +213,8 @@ def connect(uri: str, *, create: bool = True) -> MlflowClient:
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - any failure here means "unusable"
+        if http_status(err) == 401:
+            raise TrackingError(login_refused(uri)) from None
         what = f"open the MLflow store {path}" if path else f"reach the MLflow store {uri!r}"
         fix = (
             "if the file is damaged, move it aside and let the next search start a new one"

@@ -24,7 +24,7 @@ LAYERS = [
     ["data", "images", "datasets", "mixing", "metrics", "predictions", "checkpoint", "pareto"],
     ["inference", "cost", "step", "ensembles", "preflight"],
     ["train"],
-    ["tracking"],
+    ["tracking", "tracking_auth"],
     ["trial_table"],
     ["search", "search.types", "search.fields", "search.samplers", "search.placement",
      "search.study_storage", "search.tracking_queue", "search.schema", "search.space_check",

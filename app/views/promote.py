@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import queries, state
-from mixmo_search import tracking
+from mixmo_search import tracking, tracking_auth
 from mixmo_search.errors import UserError
 from mixmo_search.promote import POLICIES, plan_promotion, promote
 
@@ -92,6 +92,13 @@ else:
     holder = plan.holder
     st.caption(f"@{plan.alias} is now version {holder.version} (trial {holder.trial_id}).")
 blocked = False
+try:  # the dashboard's login may read but not promote
+    tracking_auth.check_promotion(
+        tracking.connect_existing(search.uri), plan.experiment_id, plan.model_name
+    )
+except UserError as err:
+    st.error(str(err), icon="🔒")
+    blocked = True
 if plan.refusal:
     st.warning(plan.refusal, icon="⚠️")
     blocked = not st.checkbox("Replace it anyway (--force)", key=force_key)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mixmo_search import files, preflight, tracking
+from mixmo_search import files, preflight, tracking, tracking_auth
 from mixmo_search.config import ConfigBuilder
 from mixmo_search.errors import ConfigError, UserError
 from mixmo_search.search import cluster, placement, study_storage
@@ -371,8 +371,8 @@ def check_tracking(uri: str | None, experiment: str, *, reachable: bool) -> Trac
             f"{MAX_EXPERIMENT_NAME} printable characters, not only spaces; e.g. "
             f"--experiment {tracking.EXPERIMENT}"
         )
-    if reachable and not tracking.sqlite_path(uri):  # a server: does it answer?
-        tracking.connect(uri)
+    if reachable and not tracking.sqlite_path(uri):  # a server: answers, lets us write?
+        tracking_auth.check_search(tracking.connect(uri), experiment)
     tracking.check_experiment(uri, experiment)
     return Tracking(uri, experiment)
 

@@ -175,10 +175,14 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def start_mlflow_server(
-    postgres: Postgres, database: str, password: str, root: Path, port: int
-) -> subprocess.Popen:
+    postgres: Postgres, database: str, password: str, root: Path, port: int, *,
+    admin_password_file: Path | None = None,
+) -> subprocess.Popen:  # fmt: skip
     """`infra/mlflow-server.sh` on 127.0.0.1:`port` over the role and database `database`,
-    artifacts under `root`/mlartifacts, output appended to `root`/server.log; once healthy."""
+    artifacts under `root`/mlartifacts, output appended to `root`/server.log; once healthy.
+
+    With `admin_password_file`, MLflow's login is on (the script's default; its config file
+    is `root`/auth/mlflow-auth.ini); without, MLFLOW_AUTH=off (the loopback-only opt-out)."""
     bin_dir = str(Path(sys.executable).parent)  # this environment's `mlflow`
     env = {
         **os.environ,
@@ -192,8 +196,18 @@ def start_mlflow_server(
         "MLFLOW_PORT": str(port),
         "MLFLOW_WORKERS": "1",
     }
-    for name in ("MLFLOW_HOST", "MLFLOW_TRACKING_URI", "MLFLOW_SERVER_ALLOWED_HOSTS"):
+    for name in (
+        "MLFLOW_HOST",
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_SERVER_ALLOWED_HOSTS",
+        *[n for n in env if n.startswith(("MLFLOW_AUTH", "MLFLOW_TRACKING_"))],
+    ):
         env.pop(name, None)  # the script's defaults are under test
+    if admin_password_file is None:
+        env["MLFLOW_AUTH"] = "off"
+    else:
+        env["MLFLOW_AUTH_ADMIN_PASSWORD_FILE"] = str(admin_password_file)
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(root / "auth" / "mlflow-auth.ini")
     log = root / "server.log"
     with log.open("a") as out:
         proc = subprocess.Popen(

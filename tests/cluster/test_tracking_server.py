@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mixmo_search import tracking, trial_table
+from mixmo_search import tracking, tracking_auth, trial_table
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 
@@ -73,26 +73,53 @@ def test_the_server_listens_on_loopback_only(mlflow_server):
     assert listening == {"127.0.0.1"}, listening
 
 
+def test_a_server_without_a_login_passes_the_permission_checks(mlflow_server):
+    """MLFLOW_AUTH=off (the loopback-only opt-out): no auth app, so nothing to check."""
+    client = tracking.connect(mlflow_server.uri)
+    assert tracking_auth.login(mlflow_server.uri) is None
+    tracking_auth.check_search(client, "an-experiment-nobody-made")
+    tracking_auth.check_model_read(client, "models:/no-such-model@champion")
+
+
 def test_an_unreachable_server_is_one_clear_error():
     with pytest.raises(tracking.TrackingError, match="cannot reach the MLflow store"):
         tracking.connect("http://127.0.0.1:9")  # discard port: nothing answers
 
 
+POSTGRES = "postgresql://mlflow@127.0.0.1:5432/mlflow"
+
+
 @pytest.mark.parametrize(
-    ("backend", "message"),
+    ("settings", "message"),
     [
-        ("sqlite:///mlflow.db", "must be postgresql://"),
-        ("postgresql://mlflow:secret@127.0.0.1:5432/mlflow", "keep the password out"),
+        ({"MLFLOW_BACKEND_STORE_URI": "sqlite:///mlflow.db"}, "must be postgresql://"),
+        ({"MLFLOW_BACKEND_STORE_URI": "postgresql://mlflow:secret@127.0.0.1:5432/mlflow"},
+         "keep the password out"),
+        # MLflow's login is on unless turned off, and off only on the loopback
+        ({"MLFLOW_AUTH": "off", "MLFLOW_HOST": "10.0.0.5"}, "only on 127.0.0.1"),
+        ({"MLFLOW_AUTH": "off", "MLFLOW_HOST": "0.0.0.0"}, "only on 127.0.0.1"),
+        ({"MLFLOW_AUTH": "none"}, "MLFLOW_AUTH must be basic"),
+        ({}, "admin password must be 12 characters or more"),
+        ({"MLFLOW_AUTH_ADMIN_PASSWORD": "short"}, "admin password must be 12"),
+        ({"MLFLOW_AUTH_ADMIN_PASSWORD_FILE": "/nonexistent/pw"}, "cannot read"),
+        ({"MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-enough-password",
+          "MLFLOW_AUTH_DATABASE_URI": "postgresql://auth:secret@127.0.0.1/auth"},
+         "keep the password out of MLFLOW_AUTH_DATABASE_URI"),
     ],
-)
-def test_the_server_script_refuses_unsafe_backends(backend, message, tmp_path):
+)  # fmt: skip
+def test_the_server_script_refuses_unsafe_settings(settings, message, tmp_path):
+    """One line and exit 2, before anything starts or is written."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    config = tmp_path / "auth.ini"
     done = subprocess.run(
         ["bash", str(INFRA / "mlflow-server.sh")],
-        env={**os.environ, "MLFLOW_BACKEND_STORE_URI": backend,
-             "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path)},
+        env={**env, "MLFLOW_BACKEND_STORE_URI": POSTGRES, "MLFLOW_AUTH_CONFIG_PATH": str(config),
+             "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"), **settings},
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
-    assert done.returncode == 2 and message in done.stderr
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1
+    assert not config.exists() and not (tmp_path / "artifacts").exists()
 
 
 def _listening_addresses(port: int) -> set[str]:

@@ -219,6 +219,29 @@ def test_the_ray_cluster_uses_token_auth_the_image_and_the_shared_volume():
     assert int(gpus) > 0 and worker["minReplicas"] <= worker["maxReplicas"]
 
 
+def test_the_drivers_mlflow_login_comes_from_a_secret_on_the_head_only():
+    """The driver (on the head) signs in to MLflow with a Secret's keys; the trials' workers
+    never talk to MLflow and get no login; the ConfigMap holds the server's URI, no login."""
+    from mixmo_search import tracking
+
+    spec = _load(K8S / "raycluster.yaml")["spec"]
+    (head,) = spec["headGroupSpec"]["template"]["spec"]["containers"]
+    env = {entry["name"]: entry for entry in head["env"]}
+    for name, key in (("MLFLOW_TRACKING_USERNAME", "username"),
+                      ("MLFLOW_TRACKING_PASSWORD", "password")):  # fmt: skip
+        assert env[name] == {
+            "name": name,
+            "valueFrom": {"secretKeyRef": {"name": "mixmo-mlflow-login", "key": key}},
+        }
+    for group in spec["workerGroupSpecs"]:
+        for container in _containers(group):
+            names = [e["name"] for e in container.get("env", [])]
+            assert not [n for n in names if n.startswith("MLFLOW_TRACKING_")], names
+    settings = _load(K8S / "config.yaml")["data"]
+    assert not [k for k in settings if re.search("USER|PASSWORD|TOKEN|SECRET", k)]
+    tracking.check_store(settings["MLFLOW_TRACKING_URI"])  # refuses a URI with a login in it
+
+
 def test_the_ray_job_runs_a_search_the_cli_accepts(tmp_path):
     """The RayJob's entrypoint, through the real CLI's --dry-run (it starts nothing)."""
     job, cluster = _load(K8S / "rayjob.yaml"), _load(K8S / "raycluster.yaml")
