@@ -176,7 +176,11 @@ def make_plan(
         "run.device": machine.device,
         "run.threads": max(1, int(machine.cpus_per_trial)),
     }
-    notes = (*machine.notes, *check_memory(space, machine))
+    notes = (
+        *machine.notes,
+        *check_memory(space, machine),
+        *check_data_here(space, machine, dry_run=dry_run),
+    )
     return SearchPlan(
         space=space, name=name, storage=storage_path, mlflow_uri=tracked.uri,
         experiment=tracked.experiment,
@@ -427,6 +431,18 @@ def check_warm_start(
             "from a search with the same objectives"
         )
     return path, url
+
+
+def check_data_here(space: SearchSpace, machine: Machine, *, dry_run: bool) -> tuple[str, ...]:
+    """A data set the space's trials read that is not on this machine: refused when the
+    trials would run here, a note when they run elsewhere (a cluster) or only a plan is made
+    (a dry run for another machine)."""
+    if not space.check.data_absent:
+        return ()
+    first = space.check.data_absent[0]
+    if machine.address is None and not dry_run:
+        raise UserError(f"{space.path}: every trial would fail: {first}")
+    return (f"data not on this machine, so not read here: {first}",)
 
 
 def check_memory(space: SearchSpace, machine: Machine) -> tuple[str, ...]:

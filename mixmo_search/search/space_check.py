@@ -17,9 +17,11 @@ import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mixmo_search.config import ConfigBuilder, TrainConfig
+from mixmo_search.datasets import DatasetShape, describe_dataset
 from mixmo_search.errors import ConfigError, DataError
 from mixmo_search.preflight import Footprint, check_config
 from mixmo_search.search.fields import Where
@@ -48,6 +50,7 @@ class SpaceCheck:
     n_shapes: int
     largest: Footprint | None  # the footprint of the most memory-hungry trial
     largest_slots: int  # its optim.batch_size
+    data_absent: tuple[str, ...] = ()  # data sets not on this machine (why), unchecked here
 
 
 def check_space(
@@ -72,7 +75,8 @@ def check_space(
             )
         if problem is not None:
             raise SpaceError(_blame(choice, params, where, problem))
-    return SpaceCheck(len(seen), len(checked.footprints), *checked.largest())
+    return SpaceCheck(len(seen), len(checked.footprints), *checked.largest(),
+                      tuple(checked.absent))  # fmt: skip
 
 
 class _Checked:
@@ -81,6 +85,7 @@ class _Checked:
     def __init__(self, builder: ConfigBuilder) -> None:
         self.builder = builder
         self.footprints: dict[tuple[Any, ...], tuple[Footprint, int] | str] = {}
+        self.absent: dict[str, None] = {}  # why a data set could not be read here, in order
 
     def problem(self, values: Mapping[str, Any]) -> str | None:
         try:
@@ -90,7 +95,8 @@ class _Checked:
         key = _shape_key(cfg)
         if key not in self.footprints:
             try:
-                footprint = check_config(cfg, _dataset_shape(cfg))
+                shape = _dataset_shape(cfg, self.absent)
+                footprint = check_config(cfg, shape) if shape is not None else None
                 self.footprints[key] = (footprint, cfg.optim.batch_size)
             except ConfigError as err:
                 self.footprints[key] = str(err)
@@ -98,19 +104,34 @@ class _Checked:
         return found if isinstance(found, str) else None
 
     def largest(self) -> tuple[Footprint | None, int]:
-        fits = [f for f in self.footprints.values() if not isinstance(f, str)]
+        fits = [f for f in self.footprints.values() if not isinstance(f, str) and f[0]]
         if not fits:
             return None, 0
         return max(fits, key=lambda fit: fit[0].training_bytes(fit[1]))
 
 
-def _dataset_shape(cfg: TrainConfig) -> Any:
-    from mixmo_search.datasets import describe_dataset
+# the shapes of the named data sets, for checking a search whose data lives elsewhere (a
+# cluster's shared folder): (n_train, n_test, classes, channels, side)
+KNOWN_SHAPES = {"cifar10": (50_000, 10_000, 10, 3, 32), "cifar100": (50_000, 10_000, 100, 3, 32),
+                "tinyimagenet": (100_000, 10_000, 200, 3, 64)}  # fmt: skip
 
+
+def _dataset_shape(cfg: TrainConfig, absent: dict[str, None]) -> DatasetShape | None:
+    """The data set's shape; for one whose folder is not on this machine, its known shape
+    (None for an image folder) and the reason in `absent`."""
+    data, hold_out = cfg.data, cfg.run.protocol == "holdout"
     try:
-        return describe_dataset(cfg.data, hold_out=cfg.run.protocol == "holdout")
+        return describe_dataset(data, hold_out=hold_out)
     except DataError as err:
-        raise ConfigError(str(err)) from None
+        if Path(data.root).expanduser().exists():
+            raise ConfigError(str(err)) from None
+        absent[str(err)] = None
+    if data.name not in KNOWN_SHAPES:
+        return None
+    n_train, n_test, classes, channels, side = KNOWN_SHAPES[data.name]
+    side = data.image_size or side
+    n_val = data.val_size if hold_out else 0
+    return DatasetShape(data.name, n_train, n_val, n_test, classes, channels, side, side)
 
 
 def _shape_key(cfg: TrainConfig) -> tuple[Any, ...]:

@@ -217,3 +217,25 @@ def test_dry_run_refuses_a_drawable_invalid_value_naming_it(tmp_path, capsys, mo
     assert exited.value.code == 2 and len(err.splitlines()) == 1, err
     assert "`params.optim.batch_repeat`: can draw 6" in err and "multiple of" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
+
+
+def test_data_missing_here_is_refused_for_a_local_search_and_noted_for_a_plan(tmp_path):
+    """Data on a cluster's shared folder is not on the planning machine: a dry run (or a
+    cluster search) notes it; a local search, whose every trial would fail, is refused."""
+    from mixmo_search.errors import UserError
+    from mixmo_search.search.plan import make_plan
+
+    path = _write(tmp_path, {"optim.lr": {"type": "loguniform", "low": 0.05, "high": 0.2}})
+    doc = yaml.safe_load(path.read_text())
+    doc["base"] = {"preset": "cifar10_wrn16_2_cpu", "overrides": {
+        "data.root": str(tmp_path / "elsewhere"), "data.download": False}}  # fmt: skip
+    path.write_text(yaml.safe_dump(doc))
+    space = load_space(path)  # shapes checked with CIFAR's known shape
+    assert space.check.n_shapes == 1 and "cifar10 is not in" in space.check.data_absent[0]
+    common = dict(gpus=0, cpus=2, storage=tmp_path / "runs",
+                  mlflow_uri=f"sqlite:///{tmp_path / 'm.db'}")  # fmt: skip
+    plan = make_plan(space, dry_run=True, **common)
+    assert any(n.startswith("data not on this machine") for n in plan.notes)
+    with pytest.raises(UserError, match="every trial would fail: cifar10 is not in"):
+        make_plan(space, **common)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
