@@ -29,6 +29,14 @@ PRECISIONS = ("bf16", "fp32")
 PROTOCOLS = ("holdout", "paper")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MAX_MEMBERS = 8
+# --- uncertainty evaluation (docs/method.md §Uncertainty): the names `data.ood`,
+# `data.corruptions` and `data.corruptions_test` take; ood.py and corruptions.py implement them
+OOD_SETS = ("sklearn-photos", "svhn", "cifar10", "cifar100")  # or imagefolder:PATH
+OOD_FOLDER = "imagefolder:"
+CORRUPTION_FAMILIES = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
+                       "gaussian_blur", "defocus_blur", "brightness", "contrast", "saturate",
+                       "pixelate", "jpeg")  # fmt: skip
+CORRUPTION_FILES = ("cifar10-c", "cifar100-c")  # published corrupted test sets (downloaded)
 
 
 def _choice(*allowed: str) -> dict[str, Any]:
@@ -49,6 +57,21 @@ class DataConfig:
     image_size: int = field(default=0, metadata=_range(0))  # imagefolder resize; 0 = keep
     crop_padding: int = field(default=4, metadata=_range(0))  # zero-pad of the random crop
     flip: bool = True  # horizontal flip (off for digits: a flipped 2 is not a 2)
+    # --- uncertainty evaluation sets (docs/method.md §Uncertainty; checked in validate) ---
+    # out-of-distribution images scored against val and test: "" none; sklearn-photos (tiles
+    # of scikit-learn's two bundled photographs, offline); svhn, cifar10, cifar100
+    # (torchvision, into data.root); imagefolder:PATH (PATH/train/<class>/ for val,
+    # PATH/test/<class>/ for test). Val and test OOD images never overlap
+    ood: str = ""
+    # generated corruptions of val and test: "" none, "all" (every family the images allow),
+    # or comma-separated families of CORRUPTION_FAMILIES; 5 severities each
+    corruptions: str = ""
+    # the corrupted test set: "generated" (the families above), or the published files
+    # cifar10-c, cifar100-c (downloaded into data.root, md5-checked); val is always generated
+    corruptions_test: str = field(
+        default="generated", metadata=_choice("generated", *CORRUPTION_FILES)
+    )
+    corruption_size: int = field(default=1000, metadata=_range(0))  # images a split; 0 = all
 
 
 @dataclass(frozen=True)
@@ -114,6 +137,10 @@ class RunConfig:
     # retried from epoch k trains k+1.. again with k's RNG state (infra/README.md)
     checkpoint_every: int = field(default=10, metadata=_range(1))
     progress: bool = True  # tqdm bar per epoch
+    # --- uncertainty evaluation cadence (docs/method.md §Uncertainty) ---
+    # epochs between OOD and corruption evaluations of val (their val/* metrics, e.g. for an
+    # asha guard); 0 = only the kept epoch, at the end, on val and test (the cheapest)
+    robustness_every: int = field(default=0, metadata=_range(0))
 
 
 @dataclass(frozen=True)
@@ -346,3 +373,41 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"unknown `model.name` {m.name!r}; choose one of: {', '.join(list_models())}"
         )
+    _validate_uncertainty(cfg.data)
+
+
+def _validate_uncertainty(data: DataConfig) -> None:
+    """`data.ood` and `data.corruptions` name sets this project knows (docs/method.md
+    §Uncertainty)."""
+    if data.ood and data.ood not in OOD_SETS and not data.ood.startswith(OOD_FOLDER):
+        raise ConfigError(
+            f"`data.ood` must be empty (no OOD set), one of {', '.join(OOD_SETS)}, or "
+            f"{OOD_FOLDER}PATH; got {data.ood!r}"
+        )
+    if data.ood == OOD_FOLDER:
+        raise ConfigError(f"`data.ood` {OOD_FOLDER} needs a folder: {OOD_FOLDER}PATH")
+    unknown = [f for f in corruption_families(data.corruptions) if f not in CORRUPTION_FAMILIES]
+    if unknown:
+        raise ConfigError(
+            f"`data.corruptions` names unknown families {', '.join(unknown)}; use all, or "
+            f"some of {', '.join(CORRUPTION_FAMILIES)}, comma-separated"
+        )
+    if data.corruptions_test != "generated" and not data.corruptions:
+        raise ConfigError(
+            f"`data.corruptions_test` is {data.corruptions_test} but `data.corruptions` is "
+            "empty: validation needs generated corruptions to select on; set "
+            "data.corruptions=all"
+        )
+    made_from = data.corruptions_test.removesuffix("-c")
+    if data.corruptions_test in CORRUPTION_FILES and data.name != made_from:
+        raise ConfigError(
+            f"`data.corruptions_test` {data.corruptions_test} corrupts the {made_from} test set, "
+            f"but `data.name` is {data.name}; use corruptions_test=generated"
+        )
+
+
+def corruption_families(setting: str) -> tuple[str, ...]:
+    """The families `data.corruptions` names: () for "", every family for "all"."""
+    if setting.strip() == "all":
+        return CORRUPTION_FAMILIES
+    return tuple(dict.fromkeys(f.strip() for f in setting.split(",") if f.strip()))
