@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mixmo_search import checkpoint, files
+from mixmo_search import checkpoint, files, robustness
 from mixmo_search.config import TrainConfig, list_presets, load_config, resolve_config
 from mixmo_search.cost import inference_cost
 from mixmo_search.data import Normalizer, epoch_indices
@@ -108,6 +108,7 @@ def train(
     holdout = cfg.run.protocol == "holdout"
     ds = load_dataset(cfg.data, hold_out=holdout).to(device)
     normalize = Normalizer(ds.mean, ds.std, device)
+    shifts = robustness.prepare(cfg, ds, device)  # OOD and corrupted images, if asked for
     n_members, slots = cfg.model.n_members, cfg.optim.batch_size
     steps_per_epoch = len(ds.train) // cfg.unique_per_step
     if cfg.run.max_steps_per_epoch:
@@ -214,6 +215,12 @@ def train(
                 precision=cfg.run.precision,
             )
             metrics.update(evaluate(val_logits, ds.val.labels, prefix="val"))
+            if shifts and cfg.run.robustness_every and (epoch + 1) % cfg.run.robustness_every == 0:
+                shifted = robustness.evaluate(
+                    model, normalize, shifts, "val", ds.val, val_logits,
+                    batch_size=cfg.run.eval_batch_size, precision=cfg.run.precision,
+                )  # fmt: skip
+                metrics.update(shifted.metrics)
             if metrics["val/acc"] > best_acc and math.isfinite(metrics["val/nll"]):
                 best_acc, best_epoch = metrics["val/acc"], epoch + 1
                 checkpoint.save(best_path, {"model": model.state_dict(), "epoch": best_epoch})
@@ -237,14 +244,14 @@ def train(
             )
             print(f"epoch {epoch + 1}/{optim.epochs}: {shown}", flush=True)
         if is_last:  # evaluate before the last report: a scheduler may stop us right after it
-            final = _evaluate_best(model, ds, normalize, cfg, out_dir)
+            final = _evaluate_best(model, ds, normalize, cfg, out_dir, shifts)
             metrics.update({f"final/{k}": v for k, v in final.items()})
             metrics["best_epoch"] = float(best_epoch)
         if on_epoch is not None:
             on_epoch(EpochReport(epoch=epoch + 1, metrics=metrics, checkpoint_dir=out_dir))
 
     if final is None:  # resumed a run whose epochs were all done
-        final = _evaluate_best(model, ds, normalize, cfg, out_dir)
+        final = _evaluate_best(model, ds, normalize, cfg, out_dir, shifts)
     results = {
         **final,
         "best_epoch": float(best_epoch),
@@ -264,11 +271,17 @@ def train(
 
 
 def _evaluate_best(
-    model: MixMoNet, ds: Dataset, normalize: Normalizer, cfg: TrainConfig, out_dir: Path
+    model: MixMoNet,
+    ds: Dataset,
+    normalize: Normalizer,
+    cfg: TrainConfig,
+    out_dir: Path,
+    shifts: robustness.Shifts | None,
 ) -> dict[str, float]:
     """The kept epoch (best on val; the last one under the paper protocol) on val, which fits
-    the temperature, and test, which reuses it. With no validation split there is no honest
-    temperature, so the temperature-scaled metrics are left out."""
+    the temperature, and test, which reuses it; each also under `shifts` (corruptions, OOD
+    images). With no validation split there is no honest temperature, so the
+    temperature-scaled metrics are left out."""
     model.load_state_dict(
         checkpoint.load(out_dir / checkpoint.BEST, ds.train.images.device)["model"]
     )
@@ -286,6 +299,13 @@ def _evaluate_best(
         save_predictions(
             out_dir / "predictions" / f"{split}.npz", logits, part.labels, split=split
         )
+        if shifts is not None:
+            shifted = robustness.evaluate(
+                model, normalize, shifts, split, part, logits,
+                batch_size=cfg.run.eval_batch_size, precision=cfg.run.precision,
+            )  # fmt: skip
+            final.update(shifted.metrics)
+            robustness.save(shifted, out_dir / "predictions")
     # inference cost (cost/*) of the test-time pass, on one evaluation batch of this device
     forward = partial(
         member_logits, model, normalize=normalize, batch_size=cfg.run.eval_batch_size,
