@@ -26,7 +26,6 @@ BENCHMARK_CORRUPTIONS = (
     "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
     "elastic_transform", "pixelate", "jpeg_compression",
 )  # fmt: skip
-TEST_IMAGES = 10_000  # per severity, in the order of the CIFAR test split
 
 
 class Release(NamedTuple):
@@ -83,8 +82,9 @@ def corrupted_test(
     """(corruption, severity, (n, 3, 32, 32) uint8 images) for every benchmark corruption and
     severity, the test images `subset` indexes; `labels` (the test split's) must match."""
     stored = np.load(folder / "labels.npy", mmap_mode="r")
+    per_severity = len(labels)  # 10 000: the CIFAR test split, in its order
     index = subset.cpu().numpy()
-    if len(stored) != 5 * TEST_IMAGES or not np.array_equal(
+    if len(stored) != 5 * per_severity or not np.array_equal(
         stored[index].astype(np.int64), labels[subset].cpu().numpy()
     ):
         raise DataError(
@@ -94,7 +94,7 @@ def corrupted_test(
     for corruption in BENCHMARK_CORRUPTIONS:
         images = np.load(folder / f"{corruption}.npy", mmap_mode="r")  # (50000, 32, 32, 3)
         for severity in range(1, 6):
-            rows = images[(severity - 1) * TEST_IMAGES + index]
+            rows = images[(severity - 1) * per_severity + index]
             yield (
                 corruption,
                 severity,

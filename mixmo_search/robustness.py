@@ -77,12 +77,13 @@ def prepare(cfg: TrainConfig, ds: Dataset, device: torch.device) -> Shifts | Non
     files."""
     data = cfg.data
     asked = corruption_families(data.corruptions)
-    families = applicable(asked, ds.in_channels)
+    families = applicable(asked, ds.in_channels, ds.image_size)
     refused = [f for f in asked if f not in families]
     if refused and data.corruptions.strip() != "all":
         raise ConfigError(
-            f"`data.corruptions` names {', '.join(refused)}, which needs colour images, but "
-            f"{ds.name} has {ds.in_channels} channel; drop it from data.corruptions"
+            f"`data.corruptions` names {', '.join(refused)}, which {ds.name}'s "
+            f"{ds.in_channels}-channel {ds.image_size} px images cannot take (saturate needs "
+            "colour, pixelate 32 px or more); drop it from data.corruptions"
         )
     if not families and not data.ood:
         return None

@@ -86,3 +86,32 @@ def private_store(search_store):
         return f"sqlite:///{folder / 'mlflow.db'}"
 
     return copy
+
+
+@dataclass(frozen=True)
+class DigitsNetwork:
+    """A digits_quick network trained once, with its data and training folder."""
+
+    network: object  # inference.LoadedNetwork
+    dataset: object  # datasets.Dataset
+    out_dir: Path
+
+
+@pytest.fixture(scope="session")
+def digits_network(tmp_path_factory) -> DigitsNetwork:
+    """digits_quick trained for real (12 epochs, about 10 s on a CPU), its best epoch loaded."""
+    import torch
+
+    from mixmo_search.config import resolve_config
+    from mixmo_search.datasets import load_dataset
+    from mixmo_search.inference import InputFormat, build_network
+    from mixmo_search.train import train
+
+    out_dir = tmp_path_factory.mktemp("digits") / "run"
+    cfg = resolve_config(
+        preset="digits_quick", overrides={"run.out_dir": str(out_dir), "run.progress": False}
+    )
+    train(cfg)
+    dataset = load_dataset(cfg.data)
+    state = torch.load(out_dir / "best.pt", weights_only=True)["model"]
+    return DigitsNetwork(build_network(cfg, InputFormat.of(dataset), state), dataset, out_dir)

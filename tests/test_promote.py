@@ -81,10 +81,43 @@ def _trial(trial_id: str, **val: float) -> Trial:
 
 def test_policies_rank_on_validation_metrics_only():
     trials = [
-        _trial("a", acc=0.90, nll=0.30, disagreement=0.10),
-        _trial("b", acc=0.85, nll=0.25, disagreement=0.30),
-        _trial("c", acc=0.70, nll=0.90, disagreement=0.50),  # best on test: never chosen for it
-        _trial("d", acc=0.60, nll=1.00, disagreement=0.45),  # dominated by c
+        _trial(
+            "a",
+            acc=0.90,
+            nll=0.30,
+            disagreement=0.10,
+            corrupt_acc=0.6,
+            ood_auroc_msp=0.7,
+            aurc=0.05,
+        ),
+        _trial(
+            "b",
+            acc=0.85,
+            nll=0.25,
+            disagreement=0.30,
+            corrupt_acc=0.7,
+            ood_auroc_msp=0.6,
+            aurc=0.04,
+        ),
+        # best on test: never chosen for it
+        _trial(
+            "c",
+            acc=0.70,
+            nll=0.90,
+            disagreement=0.50,
+            corrupt_acc=0.5,
+            ood_auroc_msp=0.9,
+            aurc=0.09,
+        ),
+        _trial(
+            "d",
+            acc=0.60,
+            nll=1.00,
+            disagreement=0.45,
+            corrupt_acc=0.4,
+            ood_auroc_msp=0.5,
+            aurc=0.10,
+        ),  # dominated by c
     ]
     pick = {name: select_trial(trials, policy, min_acc=0.8 if name == "best-diversity" else None)
             for name, policy in POLICIES.items()}  # fmt: skip
@@ -92,6 +125,9 @@ def test_policies_rank_on_validation_metrics_only():
     assert pick["best-nll"].trial_id == "b"
     assert pick["best-diversity"].trial_id == "b"  # c is more diverse but below --min-acc
     assert pick["pareto-knee"].trial_id == "b"  # the front is a, b, c; b is nearest utopia
+    assert pick["best-robust"].trial_id == "b"
+    assert pick["best-ood"].trial_id == "c"
+    assert pick["best-selective"].trial_id == "b"
     with pytest.raises(PromoteError, match="--min-acc 0.95"):
         select_trial(trials, POLICIES["best-accuracy"], min_acc=0.95)
 

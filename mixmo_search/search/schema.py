@@ -16,7 +16,7 @@ from typing import Any, get_type_hints
 
 from mixmo_search.config import MAX_MEMBERS, SECTIONS, list_presets, resolve_config
 from mixmo_search.errors import ConfigError
-from mixmo_search.metrics import SPLIT_METRICS, TRAIN_METRICS
+from mixmo_search.metrics import ROBUSTNESS_METRICS, SPLIT_METRICS, TRAIN_METRICS
 from mixmo_search.search.fields import (
     Where,
     check_fields,
@@ -66,6 +66,7 @@ UNSEARCHABLE = {  # keys a search sets itself, or that would make trials incompa
 METRIC_PATTERN = re.compile(r"(train|val)/[A-Za-z0-9_.]+")
 KNOWN_METRICS = (
     *(f"val/{m}" for m in SPLIT_METRICS),
+    *(f"val/{m}" for m in ROBUSTNESS_METRICS),  # with data.corruptions / data.ood
     *(f"val/acc_member{k}" for k in range(MAX_MEMBERS)),
     *(f"train/{m}" for m in TRAIN_METRICS),
 )
