@@ -24,7 +24,7 @@ from torch import Tensor
 
 from mixmo_search import checkpoint, files, robustness
 from mixmo_search.config import TrainConfig, list_presets, load_config, resolve_config
-from mixmo_search.cost import inference_cost
+from mixmo_search.cost import count_params, forward_flops, inference_cost
 from mixmo_search.data import Normalizer, epoch_indices
 from mixmo_search.datasets import Dataset, load_dataset
 from mixmo_search.errors import ConfigError, Parser, TrainingDiverged, exit_on_user_error
@@ -126,6 +126,10 @@ def train(
     mask_size = (ds.image_size // model.encoder_stride,) * 2
     opt = make_optimizer(model, cfg)
 
+    # the inference cost a config fixes (cost/params, cost/flops), reported with each
+    # validation so a search may minimise it; images/s is measured once, at the end
+    fixed_cost = _fixed_cost(model, normalize, ds.test.images[:1])
+
     # resume from last.pt, checking it was written for the same training
     start_epoch, best_acc, best_epoch = 0, -1.0, 0
     if resume:
@@ -214,7 +218,7 @@ def train(
                 cfg.run.eval_batch_size,
                 precision=cfg.run.precision,
             )
-            metrics.update(evaluate(val_logits, ds.val.labels, prefix="val"))
+            metrics.update(evaluate(val_logits, ds.val.labels, prefix="val"), **fixed_cost)
             if shifts and cfg.run.robustness_every and (epoch + 1) % cfg.run.robustness_every == 0:
                 shifted = robustness.evaluate(
                     model, normalize, shifts, "val", ds.val, val_logits,
@@ -313,6 +317,14 @@ def _evaluate_best(
     )  # fmt: skip
     final.update(inference_cost(model, forward, ds.test.images[: cfg.run.eval_batch_size]))
     return final
+
+
+def _fixed_cost(model: MixMoNet, normalize: Normalizer, image: Tensor) -> dict[str, float]:
+    forward = partial(member_logits, model, normalize=normalize, batch_size=1)
+    return {
+        "cost/params": float(count_params(model)),
+        "cost/flops": float(forward_flops(forward, image)),
+    }
 
 
 def _diverged(

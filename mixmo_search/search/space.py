@@ -121,6 +121,7 @@ def load_space(path: str | Path) -> SearchSpace:
     samplers.check_sampler(sampler, len(objectives), params, where=where)
     scheduler = schema.parse_scheduler(raw.get("scheduler", {}), base_values, params, where)
     guard = schema.parse_guard(raw.get("guard"), objectives, scheduler, where)
+    schema.check_metric_sources([*objectives, guard], preset, overrides, where)
     return SearchSpace(
         path=path, name=name, description=str(raw.get("description", "")), preset=preset,
         overrides=overrides, base_values=base_values, params=params, objectives=objectives,
