@@ -336,4 +336,5 @@ def reference_note(preset: str, metric: str) -> str | None:
     if not found:
         return None
     values = "; ".join(f"{r.method} {r.metrics[metric]:.2%}" for r in found)
-    return f"Published for `{preset}`, {metric}: {values} (on {found[0].corrupted_set}; {found[0].source})."
+    where = f"on {found[0].corrupted_set}; {found[0].source}"
+    return f"Published for `{preset}`, {metric}: {values} ({where})."
