@@ -16,7 +16,15 @@ from mlflow.entities.model_registry import ModelVersion
 from mixmo_search import tracking, trial_table
 from mixmo_search.config import resolve_config
 from mixmo_search.predictions import load_predictions
-from mixmo_search.promote import POLICIES, PromoteError, Trial, main, promote, select_trial
+from mixmo_search.promote import (
+    POLICIES,
+    PromoteError,
+    Trial,
+    main,
+    plan_promotion,
+    promote,
+    select_trial,
+)
 from mixmo_search.train import train
 
 
@@ -291,3 +299,29 @@ def test_a_trial_with_non_finite_metrics_is_never_promoted(store, tmp_path):
     with pytest.raises(PromoteError, match="has no finished trial"):
         promote("broken", tracking_uri=store)
     assert good_final["val/acc"] < 0.98  # the premise: the broken trials would have won
+
+
+def test_best_robust_promotes_the_trial_most_accurate_under_corruption(
+    ensemble_store, private_store, tmp_path, capsys
+):
+    """The search on corrupted validation accuracy (tests/spaces/ensembles_small.yaml) through
+    `promote --policy best-robust`: its best trial on val/corrupt_acc, with the metric tagged."""
+    uri = private_store(tmp_path, ensemble_store.uri)
+    main(["--search", ensemble_store.name, "--policy", "best-robust", "--mlflow-uri", uri])
+    assert "(best-robust)" in capsys.readouterr().out
+    client = MlflowClient(uri)
+    exp_id = tracking.experiment_id(client, create=False)
+    trials = trial_table.load_trials(client, exp_id, ensemble_store.parent_run_id)
+    best = trials.sort_values(["final/val/corrupt_acc", "trial_id"], ascending=[False, True])
+    version = client.get_model_version_by_alias(f"mixmo-{ensemble_store.name}", "champion")
+    assert version.tags["mixmo.trial_id"] == best.iloc[0]["trial_id"]
+    assert version.tags["mixmo.policy"] == "best-robust"
+    assert float(version.tags["val/corrupt_acc"]) == pytest.approx(
+        best.iloc[0]["final/val/corrupt_acc"]
+    )
+
+
+def test_robustness_policies_on_a_search_without_those_metrics_say_so(search_store):
+    for policy in ("best-robust", "best-ood"):
+        with pytest.raises(PromoteError, match="has the metrics .* choose another --policy"):
+            plan_promotion(search_store.name, policy=policy, tracking_uri=search_store.uri)
