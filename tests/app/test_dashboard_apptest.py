@@ -50,6 +50,17 @@ def plotly_specs(app: AppTest) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
 
 
+def values(data: list | dict) -> list:
+    """A trace's x or y as a list: plotly writes numeric arrays as typed base64 blocks."""
+    if isinstance(data, list):
+        return data
+    import base64
+
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
+
+
 @pytest.fixture(scope="module")
 def trials(search_store):
     client = tracking.connect(search_store.uri)
@@ -287,14 +298,13 @@ def test_robustness_page_draws_mixmo_beside_deep_ensembles_and_each_severity(
     assert {"vanilla (M=1)", "MixMo M=2", "deep ensemble of k vanilla trials"} <= set(traces)
     assert traces["deep ensemble of k vanilla trials"]["text"] == ["k=2", "k=3"]
     finished = mixed[mixed["status"] == "finished"]
-    assert sorted(traces["MixMo M=2"]["y"] + traces["vanilla (M=1)"]["y"]) == pytest.approx(
-        sorted(finished["final/val/corrupt_acc"])
-    )
+    drawn = values(traces["MixMo M=2"]["y"]) + values(traces["vanilla (M=1)"]["y"])
+    assert sorted(drawn) == pytest.approx(sorted(finished["final/val/corrupt_acc"]))
     panels = {a["text"] for a in severity["layout"]["annotations"]}
     assert panels == {"gaussian_noise", "impulse_noise", "gaussian_blur", "contrast", "jpeg"}
-    lines = [t for t in severity["data"] if t["x"]]
+    lines = severity["data"]
     assert len({t["name"] for t in lines}) == 3  # the 3 best trials on val/corrupt_acc
-    assert all(t["x"] == [0, 1, 2, 3, 4, 5] for t in lines)  # clean, then severities 1-5
+    assert all(values(t["x"]) == [0, 1, 2, 3, 4, 5] for t in lines)  # clean, severities 1-5
     app.radio(key=f"{ensemble_store.parent_run_id}-robust-split").set_value("test").run()
     assert "test accuracy by corruption" in plotly_specs(app)[1]["layout"]["title"]["text"]
 
@@ -309,7 +319,8 @@ def test_ood_page_draws_roc_curves_and_fpr95_against_cost(monkeypatch, ensemble_
     curves = [t for t in roc["data"] if t["name"] != "chance"]
     assert sorted(t["name"] for t in curves) == sorted(finished["trial_id"].iloc[:2])
     for curve in curves:
-        assert curve["x"][0] == 0 and curve["x"][-1] == 1 and curve["y"][-1] == 1
+        fpr, tpr = values(curve["x"]), values(curve["y"])
+        assert fpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
     traces = {t["name"]: t for t in cost["data"]}
     assert "deep ensemble of k vanilla trials" in traces
     assert cost["layout"]["yaxis"]["title"]["text"] == "val/ood_fpr95_msp"
