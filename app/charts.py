@@ -294,7 +294,8 @@ def roc_figure(curves: pd.DataFrame, title: str) -> go.Figure:
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
                              line={"color": "grey", "dash": "dot"}))  # fmt: skip
     fig.add_hline(y=0.95, line={"color": "crimson", "dash": "dash", "width": 1},
-                  annotation_text="95 % of in-distribution kept (FPR95)")  # fmt: skip
+                  annotation_text="95 % of in-distribution kept (FPR95)",
+                  annotation_position="bottom right")  # fmt: skip
     fig.update_layout(
         title=title, xaxis_title="OOD images accepted (FPR)",
         yaxis_title="in-distribution images accepted (TPR)", margin={"t": 50},

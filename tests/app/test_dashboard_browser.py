@@ -152,7 +152,7 @@ PAGES = {  # url path: the page's heading
     "robustness": "Robustness to corruptions",
     "ood": "Out-of-distribution detection",
 }
-CHARTED = {"tradeoff", "cost", "parameters", "robustness", "ood"}
+CHARTED = {"tradeoff": 1, "cost": 1, "parameters": 1, "robustness": 2, "ood": 2}  # figures
 FIGURES_JS = """return Array.from(document.querySelectorAll('.js-plotly-plot')).map(plot => ({
     names: plot.data.map(trace => trace.name),
     xaxis: plot._fullLayout.xaxis ? plot._fullLayout.xaxis.type : null,
@@ -199,7 +199,7 @@ def test_every_page_in_chromium_with_mixmo_beside_deep_ensembles(
             )
         )
         if path in CHARTED:
-            wait_for(browser, ".js-plotly-plot .plot-container")
+            wait_for(browser, ".js-plotly-plot .plot-container", count=CHARTED[path])
         if path == "":
             wait_for(browser, '[data-testid="stDataFrame"] canvas')
         time.sleep(1)  # let the charts and the grid paint before the screenshot
