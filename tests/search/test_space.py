@@ -210,7 +210,7 @@ MISTAKES = {
     "metric without split": (
         edit(13, "  - {metric: acc, mode: max}"),
         13,
-        ["val/NAME or train/NAME", "'acc'"],
+        ["val/NAME, train/NAME or cost/NAME", "'acc'"],
     ),
     "bad mode": (edit(13, "  - {metric: val/acc, mode: maximize}"), 13, ["min or max"]),
     "multi-objective asha without guard": (
