@@ -66,6 +66,11 @@ def main() -> None:
         )  # fmt: skip
     epochs, train_s = cfg.optim.epochs, results["train/seconds"]
     variants = len(shifts.families) * 5
+    # machine-independent: images through the network (members share one pass) per epoch
+    steps = len(ds.train) // cfg.unique_per_step
+    if cfg.run.max_steps_per_epoch:
+        steps = min(steps, cfg.run.max_steps_per_epoch)
+    val_passes = len(shifts.subsets["val"]) * variants + len(shifts.ood.get("val", ()))
     report = {
         "preset": args.preset,
         "torch": torch.__version__,
@@ -73,6 +78,8 @@ def main() -> None:
         "families": list(shifts.families),
         "corrupted_images": {s: len(shifts.subsets[s]) * variants for s in ("val", "test")},
         "ood_images": {s: len(shifts.ood[s]) for s in shifts.ood},
+        "train_slots_per_epoch": steps * cfg.optim.batch_size,  # forward + backward each
+        "val_shift_forwards": val_passes,
         "train_seconds": round(train_s, 2),
         "epoch_seconds": round(train_s / epochs, 3),
         "val_shift_seconds": round(seconds["val"], 3),
