@@ -20,7 +20,7 @@ LAYERS = [
     ["errors", "files"],
     ["models", "models.registry", "models.weight_init", "models.mixmo", "models.wrn",
      "models.preact_resnet"],
-    ["config"],
+    ["config", "references"],
     ["data", "datasets", "mixing", "metrics", "predictions", "checkpoint", "pareto",
      "uncertainty", "corruptions", "corruption_files", "ood"],
     ["inference", "cost", "step", "ensembles", "robustness"],

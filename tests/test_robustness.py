@@ -49,6 +49,11 @@ def test_val_is_scored_under_shift_every_robustness_every_epochs(shifted_run):
     shifted = [r.epoch for r in reports if "val/corrupt_acc" in r.metrics]
     assert shifted == [2, 4]
     assert all("val/ood_auroc_msp" in r.metrics for r in reports if r.epoch in shifted)
+    # the cost a config fixes comes with every validation: an objective a search can minimise
+    assert (
+        len({r.metrics["cost/flops"] for r in reports}) == 1
+        and reports[0].metrics["cost/params"] > 0
+    )
     last = reports[-1].metrics  # the final report carries the kept epoch's, as final/
     assert "final/val/corrupt_acc" in last and "final/test/ood_fpr95_mi" in last
 
