@@ -148,9 +148,9 @@ PAGES = {  # url path: the page's heading
     "parameters": "Parameters",
     "compare": "Compare trials",
     "ensembles": "Ensembles across trials",
-    "promote": "Promote a trial of",
     "robustness": "Robustness to corruptions",
     "ood": "Out-of-distribution detection",
+    "promote": "Promote a trial of",
 }
 CHARTED = {"tradeoff": 1, "cost": 1, "parameters": 1, "robustness": 2, "ood": 2}  # figures
 FIGURES_JS = """return Array.from(document.querySelectorAll('.js-plotly-plot')).map(plot => ({
