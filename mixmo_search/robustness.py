@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -122,8 +123,8 @@ def evaluate(
     `shifts`: `corrupt_acc`, `corrupt_nll`, `corrupt_ece` (means over corruptions and
     severities), `corrupt_rel_acc` (over the clean accuracy of the same images) and
     `ood_<metric>_<score>`, keyed `split_name/...`."""
-    logits_of = lambda images: member_logits(  # noqa: E731
-        model, images, normalize, batch_size, precision=precision
+    logits_of = partial(
+        member_logits, model, normalize=normalize, batch_size=batch_size, precision=precision
     )
     metrics: dict[str, float] = {}
     rows, clean_acc, source = [], float("nan"), "none"
