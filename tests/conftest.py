@@ -128,7 +128,8 @@ class DigitsNetwork:
 
 @pytest.fixture(scope="session")
 def digits_network(tmp_path_factory) -> DigitsNetwork:
-    """digits_quick trained for real (12 epochs, about 10 s on a CPU), its best epoch loaded."""
+    """digits_quick trained for real, 6 epochs (about 95 % test accuracy, 5 s on a quiet
+    CPU), its best epoch loaded."""
     import torch
 
     from mixmo_search.config import resolve_config
@@ -137,10 +138,10 @@ def digits_network(tmp_path_factory) -> DigitsNetwork:
     from mixmo_search.train import train
 
     out_dir = tmp_path_factory.mktemp("digits") / "run"
-    cfg = resolve_config(
-        preset="digits_quick", overrides={"run.out_dir": str(out_dir), "run.progress": False}
-    )
-    train(cfg)
+    overrides = {"optim.epochs": 6, "optim.milestones": [4, 6], "run.out_dir": str(out_dir),
+                 "run.progress": False}  # fmt: skip
+    cfg = resolve_config(preset="digits_quick", overrides=overrides)
+    assert train(cfg)["test/acc"] > 0.9
     dataset = load_dataset(cfg.data)
     state = torch.load(out_dir / "best.pt", weights_only=True)["model"]
     return DigitsNetwork(build_network(cfg, InputFormat.of(dataset), state), dataset, out_dir)
