@@ -271,3 +271,33 @@ def cost_figure(
     fig.update_xaxes(type="log", title=x_title)
     fig.update_layout(yaxis_title=y, legend_title_text="", margin={"t": 30})
     return fig
+
+
+def severity_figure(rows: pd.DataFrame, split: str) -> go.Figure:
+    """Accuracy against corruption severity (0 = the same images clean), one panel per
+    corruption, one line per trial (`app.shifts.severity_rows`)."""
+    fig = px.line(
+        rows, x="severity", y="acc", color="trial", facet_col="corruption", facet_col_wrap=5,
+        markers=True, facet_row_spacing=0.12,
+    )  # fmt: skip
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    fig.update_xaxes(dtick=1)
+    fig.update_yaxes(title="", range=[0, 1.02])
+    fig.update_layout(title=f"{split} accuracy by corruption and severity", margin={"t": 70})
+    return fig
+
+
+def roc_figure(curves: pd.DataFrame, title: str) -> go.Figure:
+    """ROC curves (`app.shifts.roc_curves`): in-distribution images accepted against OOD
+    images accepted, the chance diagonal and the 95 % line of FPR95."""
+    fig = px.line(curves, x="fpr", y="tpr", color="trial")
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
+                             line={"color": "grey", "dash": "dot"}))  # fmt: skip
+    fig.add_hline(y=0.95, line={"color": "crimson", "dash": "dash", "width": 1},
+                  annotation_text="95 % of in-distribution kept (FPR95)",
+                  annotation_position="bottom right")  # fmt: skip
+    fig.update_layout(
+        title=title, xaxis_title="OOD images accepted (FPR)",
+        yaxis_title="in-distribution images accepted (TPR)", margin={"t": 50},
+    )  # fmt: skip
+    return fig

@@ -116,6 +116,8 @@ page = st.navigation(
             "views/tradeoff.py", title="Accuracy vs diversity", icon=":material/scatter_plot:"
         ),
         st.Page("views/cost.py", title="Accuracy vs cost", icon=":material/speed:"),
+        st.Page("views/robustness.py", title="Robustness", icon=":material/shield:"),
+        st.Page("views/ood.py", title="OOD detection", icon=":material/travel_explore:"),
         st.Page("views/parameters.py", title="Parameters", icon=":material/tune:"),
         st.Page("views/compare.py", title="Compare trials", icon=":material/compare_arrows:"),
         st.Page("views/ensembles.py", title="Ensembles", icon=":material/join:"),

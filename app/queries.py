@@ -30,10 +30,13 @@ HISTORY_TTL_S = 60  # learning curves of running trials grow by one epoch at a t
 BASE_COLUMNS = ("run_id", "trial_id", "optuna_trial", "status", "epochs", "error", "pareto",
                 "start_time", "has_final")  # fmt: skip
 STATUSES = ("finished", "pruned", "running", "failed", "interrupted")
-KEY_METRICS = ("val/acc", "val/nll", "val/ece", "val/disagreement", "test/acc", "test/nll")
+# the trials table's first columns (the last two where trials log them); the rest on demand
+KEY_METRICS = ("val/acc", "val/nll", "val/ece", "val/disagreement", "test/acc", "test/nll",
+               "val/corrupt_acc", "val/ood_auroc_msp")  # fmt: skip
 # Metric names ending with one of these are better when larger; all others when smaller.
 _MAXIMISED = ("acc", "top5", "disagreement", "ratio_error", "member_acc_mean", "slots_per_s",
-              "images_per_s")  # fmt: skip
+              "images_per_s", "corrupt_acc", "corrupt_rel_acc", "cov_at_", "ood_auroc",
+              "ood_aupr")  # fmt: skip
 _SPLIT_ORDER = {"val": 0, "test": 1, "train": 2}
 
 
@@ -301,3 +304,37 @@ def published_note(preset: str, trials: pd.DataFrame) -> str | None:
             "for like number."
         )
     return note
+
+
+def reference_table(preset: str, trials: pd.DataFrame) -> pd.DataFrame:
+    """The published uncertainty figures that match `preset` (mixmo_search.references), one
+    row each, then this search's best finished trial on test/acc with the same metrics;
+    empty when none matches."""
+    from mixmo_search.references import references
+
+    published = references(preset)
+    if not published:
+        return pd.DataFrame()
+    rows = [{"method": r.method, **r.metrics, "note": r.note, "corrupted set": r.corrupted_set}
+            for r in published]  # fmt: skip
+    columns = list(published[0].metrics)
+    finished = trials[trials["status"] == "finished"] if not trials.empty else trials
+    if not finished.empty and "test/acc" in finished and finished["test/acc"].notna().any():
+        best = finished.loc[finished["test/acc"].idxmax()]
+        rows.append({"method": f"this search: trial {best['trial_id']}",
+                     **{c: best.get(c) for c in columns},
+                     "note": "holdout protocol, best validation epoch",
+                     "corrupted set": "data.corruptions_test of the search"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def reference_note(preset: str, metric: str) -> str | None:
+    """The published values of `metric` for `preset`, in a sentence, or None."""
+    from mixmo_search.references import references
+
+    found = [r for r in references(preset) if metric in r.metrics]
+    if not found:
+        return None
+    values = "; ".join(f"{r.method} {r.metrics[metric]:.2%}" for r in found)
+    where = f"on {found[0].corrupted_set}; {found[0].source}"
+    return f"Published for `{preset}`, {metric}: {values} ({where})."

@@ -40,6 +40,14 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 MAX_MEMBERS = 8
 MAX_SEED = 2**32 - 1  # numpy's and most samplers' seed range; torch takes it too
 MAX_IMAGE_SIZE = 1024  # data.image_size: far above every recipe (Tiny ImageNet is 64)
+# --- uncertainty evaluation (docs/method.md §Uncertainty): the names `data.ood`,
+# `data.corruptions` and `data.corruptions_test` take; ood.py and corruptions.py implement them
+OOD_SETS = ("sklearn-photos", "svhn", "cifar10", "cifar100")  # or imagefolder:PATH
+OOD_FOLDER = "imagefolder:"
+CORRUPTION_FAMILIES = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
+                       "gaussian_blur", "defocus_blur", "brightness", "contrast", "saturate",
+                       "pixelate", "jpeg")  # fmt: skip
+CORRUPTION_FILES = ("cifar10-c", "cifar100-c")  # published corrupted test sets (downloaded)
 
 
 # ---- field types: YAML, `--set` strings and MLflow params all arrive here ----
@@ -141,6 +149,19 @@ class DataConfig(_Section):
     image_size: Int(0, MAX_IMAGE_SIZE) = 0  # image folders and Tiny ImageNet resize; 0 = keep
     crop_padding: Int(0, 64) = 4  # pixels of zero padding of the random crop (<= image size)
     flip: Bool = True  # horizontal flip (off for digits: a flipped 2 is not a 2)
+    # --- uncertainty evaluation sets (docs/method.md §Uncertainty) ---
+    # out-of-distribution images scored against val and test: "" none; sklearn-photos (tiles
+    # of scikit-learn's two bundled photographs, offline); svhn, cifar10, cifar100
+    # (torchvision, into data.root); imagefolder:PATH (PATH/train/<class>/ for val,
+    # PATH/test/<class>/ for test). Val and test OOD images never overlap
+    ood: Text = ""
+    # generated corruptions of val and test: "" none, "all" (every family the images allow),
+    # or comma-separated families of CORRUPTION_FAMILIES; 5 severities each
+    corruptions: Text = ""
+    # the corrupted test set: "generated" (the families above), or the published files
+    # cifar10-c, cifar100-c (downloaded into data.root, md5-checked); val is always generated
+    corruptions_test: _choice("generated", *CORRUPTION_FILES) = "generated"
+    corruption_size: Int(0) = 1000  # images a split; 0 = all
 
 
 class ModelConfig(_Section):
@@ -202,6 +223,10 @@ class RunConfig(_Section):
     # retried from epoch k trains k+1.. again with k's RNG state (infra/README.md)
     checkpoint_every: Int(1) = 10
     progress: Bool = True  # tqdm bar per epoch
+    # --- uncertainty evaluation cadence (docs/method.md §Uncertainty) ---
+    # epochs between OOD and corruption evaluations of val (their val/* metrics, e.g. for an
+    # asha guard); 0 = only the kept epoch, at the end, on val and test (the cheapest)
+    robustness_every: Int(0) = 0
 
 
 class TrainConfig(BaseModel):
@@ -297,8 +322,43 @@ def _image_size_applies(cfg: TrainConfig) -> str:
     return ""
 
 
+def _known_ood_set(cfg: TrainConfig) -> str:
+    ood = cfg.data.ood
+    if ood and ood not in OOD_SETS and not ood.startswith(OOD_FOLDER):
+        return (
+            f"`data.ood` must be empty (no OOD set), one of {', '.join(OOD_SETS)}, or "
+            f"{OOD_FOLDER}PATH; got {ood!r}"
+        )
+    if ood == OOD_FOLDER:
+        return f"`data.ood` {OOD_FOLDER} needs a folder: {OOD_FOLDER}PATH"
+    return ""
+
+
+def _known_corruptions(cfg: TrainConfig) -> str:
+    data = cfg.data
+    unknown = [f for f in corruption_families(data.corruptions) if f not in CORRUPTION_FAMILIES]
+    if unknown:
+        return (
+            f"`data.corruptions` names unknown families {', '.join(unknown)}; use all, or "
+            f"some of {', '.join(CORRUPTION_FAMILIES)}, comma-separated"
+        )
+    if data.corruptions_test != "generated" and not data.corruptions:
+        return (
+            f"`data.corruptions_test` is {data.corruptions_test} but `data.corruptions` is "
+            "empty: validation needs generated corruptions to select on; set "
+            "data.corruptions=all"
+        )
+    made_from = data.corruptions_test.removesuffix("-c")
+    if data.corruptions_test in CORRUPTION_FILES and data.name != made_from:
+        return (
+            f"`data.corruptions_test` {data.corruptions_test} corrupts the {made_from} test set, "
+            f"but `data.name` is {data.name}; use corruptions_test=generated"
+        )
+    return ""
+
+
 RULES = (_batch_divides, _milestones_increase, _nesterov_needs_momentum, _known_model,
-         _image_size_applies)  # fmt: skip
+         _image_size_applies, _known_ood_set, _known_corruptions)  # fmt: skip
 
 
 # ---- the one flat <-> nested helper ----
@@ -513,3 +573,10 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             f"--preset NAME with one of: {', '.join(list_presets())}"
         )
     return resolve_config(_read_yaml(path), overrides=overrides, source=str(path))
+
+
+def corruption_families(setting: str) -> tuple[str, ...]:
+    """The families `data.corruptions` names: () for "", every family for "all"."""
+    if setting.strip() == "all":
+        return CORRUPTION_FAMILIES
+    return tuple(dict.fromkeys(f.strip() for f in setting.split(",") if f.strip()))

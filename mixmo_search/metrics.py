@@ -1,4 +1,6 @@
-"""Metrics of docs/method.md §Metrics: accuracy, NLL, ECE, Brier, temperature scaling, diversity.
+"""Metrics of docs/method.md §Metrics: accuracy, NLL, ECE, Brier, temperature scaling, diversity,
+and the uncertainty of §Uncertainty (uncertainty.py: adaptive ECE, selective prediction,
+entropy, mutual information).
 
 Every function takes tensors on any device and returns a Python float. Inputs are cast to
 float64 first, so bf16/fp16 logits from autocast are never averaged or soft-maxed in low
@@ -14,12 +16,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mixmo_search.uncertainty import (
+    OOD_METRICS,
+    adaptive_ece,
+    entropy,
+    mutual_information,
+    selective_metrics,
+)
+
 # What `evaluate` reports for a split (keys `f"{split}/{name}"`), besides one `acc_member{k}`
 # per member; and what the trainer reports of each training epoch. Search objectives must be
 # among these, so a typo fails when the space loads, not after a trial's first epoch.
 SPLIT_METRICS = ("acc", "top5", "nll", "ece", "brier", "nll_ts", "ece_ts", "temperature",
-                 "member_acc_mean", "ratio_error", "disagreement")  # fmt: skip
+                 "member_acc_mean", "ratio_error", "disagreement",
+                 "aece", "aurc", "augrc", "risk_at_80cov", "cov_at_5risk", "entropy",
+                 "mutual_info")  # fmt: skip
 TRAIN_METRICS = ("loss", "acc", "slots_per_s")
+# What a split reports when its config names corrupted or OOD images (robustness.py): the
+# means over corruptions and severities, and each OOD score's detection metrics
+ROBUSTNESS_METRICS = ("corrupt_acc", "corrupt_nll", "corrupt_ece", "corrupt_rel_acc",
+                      *OOD_METRICS)  # fmt: skip
 # Golden-section search bounds on log T: T in [0.01, 100] covers any temperature a trained
 # network needs; all-correct, separable logits run to the lower bound, which is still finite.
 _LOG_T_LOW, _LOG_T_HIGH = math.log(1e-2), math.log(1e2)
@@ -173,5 +189,10 @@ def evaluate(
         "member_acc_mean": sum(member_accs) / len(member_accs),
         "ratio_error": ratio_error(member_preds, labels),
         "disagreement": disagreement(member_preds),
+        # docs/method.md §Uncertainty: confidence and entropy of the ensemble's prediction
+        "aece": adaptive_ece(probs, labels),
+        **selective_metrics(probs, labels),
+        "entropy": float(entropy(probs).mean()),
+        "mutual_info": float(mutual_information(member_logits).mean()),
     }
     return {f"{prefix}/{name}": value for name, value in metrics.items()}

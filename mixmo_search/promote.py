@@ -70,6 +70,20 @@ POLICIES = {
             "pareto-knee", ("val/acc", "val/disagreement"), ("max", "max"),
             "knee of the validation accuracy-disagreement Pareto front",
         ),
+        # docs/method.md §Uncertainty: trials that logged data.corruptions / data.ood sets
+        Policy(
+            "best-robust", ("val/corrupt_acc",), ("max",),
+            "highest mean accuracy on the generated corruptions of validation "
+            "(trained with data.corruptions)",
+        ),
+        Policy(
+            "best-ood", ("val/ood_auroc_msp",), ("max",),
+            "highest validation OOD AUROC of the max-softmax score (trained with data.ood)",
+        ),
+        Policy(
+            "best-selective", ("val/aurc",), ("min",),
+            "lowest validation area under the risk-coverage curve",
+        ),
     )
 }  # fmt: skip
 ALIAS_RULE = re.compile(r"[A-Za-z0-9_-]{1,255}")  # MLflow's alias characters

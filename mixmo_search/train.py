@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mixmo_search import checkpoint, files, preflight
+from mixmo_search import checkpoint, files, preflight, robustness
 from mixmo_search.config import TrainConfig, list_presets, load_config, resolve_config
-from mixmo_search.cost import inference_cost
+from mixmo_search.cost import count_params, forward_flops, inference_cost
 from mixmo_search.data import Normalizer, epoch_indices
 from mixmo_search.datasets import Dataset, DatasetShape, load_dataset
 from mixmo_search.errors import ConfigError, Parser, TrainingDiverged, exit_on_user_error
@@ -115,6 +115,7 @@ def train(
                          f"the {memory / 2**30:.1f} GiB of {device}")  # fmt: skip
     ds = ds.to(device)
     normalize = Normalizer(ds.mean, ds.std, device)
+    shifts = robustness.prepare(cfg, ds, device)  # OOD and corrupted images, if asked for
     n_members, slots = cfg.model.n_members, cfg.optim.batch_size
     steps_per_epoch = len(ds.train) // cfg.unique_per_step
     if cfg.run.max_steps_per_epoch:
@@ -126,6 +127,10 @@ def train(
     )
     mask_size = (ds.image_size // model.encoder_stride,) * 2
     opt = make_optimizer(model, cfg)
+
+    # the inference cost a config fixes (cost/params, cost/flops), reported with each
+    # validation so a search may minimise it; images/s is measured once, at the end
+    fixed_cost = _fixed_cost(model, normalize, ds.test.images[:1])
 
     # resume from last.pt, checking it was written for the same training
     start_epoch, best_acc, best_epoch = 0, -1.0, 0
@@ -221,7 +226,13 @@ def train(
                 cfg.run.eval_batch_size,
                 precision=cfg.run.precision,
             )
-            metrics.update(evaluate(val_logits, ds.val.labels, prefix="val"))
+            metrics.update(evaluate(val_logits, ds.val.labels, prefix="val"), **fixed_cost)
+            if shifts and cfg.run.robustness_every and (epoch + 1) % cfg.run.robustness_every == 0:
+                shifted = robustness.evaluate(
+                    model, normalize, shifts, "val", ds.val, val_logits,
+                    batch_size=cfg.run.eval_batch_size, precision=cfg.run.precision,
+                )  # fmt: skip
+                metrics.update(shifted.metrics)
             if metrics["val/acc"] > best_acc and math.isfinite(metrics["val/nll"]):
                 best_acc, best_epoch = metrics["val/acc"], epoch + 1
                 checkpoint.save(best_path, {"model": model.state_dict(), "epoch": best_epoch})
@@ -245,14 +256,14 @@ def train(
             )
             print(f"epoch {epoch + 1}/{optim.epochs}: {shown}", flush=True)
         if is_last:  # evaluate before the last report: a scheduler may stop us right after it
-            final = _evaluate_best(model, ds, normalize, cfg, out_dir)
+            final = _evaluate_best(model, ds, normalize, cfg, out_dir, shifts)
             metrics.update({f"final/{k}": v for k, v in final.items()})
             metrics["best_epoch"] = float(best_epoch)
         if on_epoch is not None:
             on_epoch(EpochReport(epoch=epoch + 1, metrics=metrics, checkpoint_dir=out_dir))
 
     if final is None:  # resumed a run whose epochs were all done
-        final = _evaluate_best(model, ds, normalize, cfg, out_dir)
+        final = _evaluate_best(model, ds, normalize, cfg, out_dir, shifts)
     results = {
         **final,
         "best_epoch": float(best_epoch),
@@ -272,11 +283,17 @@ def train(
 
 
 def _evaluate_best(
-    model: MixMoNet, ds: Dataset, normalize: Normalizer, cfg: TrainConfig, out_dir: Path
+    model: MixMoNet,
+    ds: Dataset,
+    normalize: Normalizer,
+    cfg: TrainConfig,
+    out_dir: Path,
+    shifts: robustness.Shifts | None,
 ) -> dict[str, float]:
     """The kept epoch (best on val; the last one under the paper protocol) on val, which fits
-    the temperature, and test, which reuses it. With no validation split there is no honest
-    temperature, so the temperature-scaled metrics are left out."""
+    the temperature, and test, which reuses it; each also under `shifts` (corruptions, OOD
+    images). With no validation split there is no honest temperature, so the
+    temperature-scaled metrics are left out."""
     model.load_state_dict(
         checkpoint.load(out_dir / checkpoint.BEST, ds.train.images.device)["model"]
     )
@@ -294,6 +311,13 @@ def _evaluate_best(
         save_predictions(
             out_dir / "predictions" / f"{split}.npz", logits, part.labels, split=split
         )
+        if shifts is not None:
+            shifted = robustness.evaluate(
+                model, normalize, shifts, split, part, logits,
+                batch_size=cfg.run.eval_batch_size, precision=cfg.run.precision,
+            )  # fmt: skip
+            final.update(shifted.metrics)
+            robustness.save(shifted, out_dir / "predictions")
     # inference cost (cost/*) of the test-time pass, on one evaluation batch of this device
     forward = partial(
         member_logits, model, normalize=normalize, batch_size=cfg.run.eval_batch_size,
@@ -301,6 +325,14 @@ def _evaluate_best(
     )  # fmt: skip
     final.update(inference_cost(model, forward, ds.test.images[: cfg.run.eval_batch_size]))
     return final
+
+
+def _fixed_cost(model: MixMoNet, normalize: Normalizer, image: Tensor) -> dict[str, float]:
+    forward = partial(member_logits, model, normalize=normalize, batch_size=1)
+    return {
+        "cost/params": float(count_params(model)),
+        "cost/flops": float(forward_flops(forward, image)),
+    }
 
 
 def _diverged(

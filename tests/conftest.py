@@ -62,18 +62,47 @@ def search_store(tmp_path_factory) -> SearchStore:
     )
 
 
+@dataclass(frozen=True)
+class EnsembleStore:
+    """A finished real search with vanilla (M = 1) and MixMo (M = 2) trials."""
+
+    uri: str
+    parent_run_id: str
+    name: str
+    storage: Path  # the search's folder: Tune's trials and the Optuna study
+
+
+@pytest.fixture(scope="session")
+def ensemble_store(run_tune, tmp_path_factory) -> EnsembleStore:
+    """tests/spaces/ensembles_small.yaml run through the CLI: 3 vanilla and 3 MixMo trials of
+    3 digits epochs, all finished, each with its inference cost and stored predictions, an
+    OOD set and generated corruptions, selected on the mean corrupted val accuracy."""
+    root = tmp_path_factory.mktemp("ensembles")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    done = run_tune(
+        "--space", str(SPACES / "ensembles_small.yaml"), "--gpus", "0", "--cpus", "2",
+        "--storage", str(root / "runs"), "--mlflow-uri", uri, "--name", "vanilla-vs-mixmo",
+        cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    folder = root / "runs" / "vanilla-vs-mixmo"
+    parent = json.loads((folder / "search.json").read_text())["parent_run_id"]
+    return EnsembleStore(uri, parent, "vanilla-vs-mixmo", folder)
+
+
 @pytest.fixture(scope="session")
 def private_store(search_store):
     """`copy(folder) -> uri`: a writable copy of the session's search store."""
 
-    def copy(folder: Path) -> str:
-        """A copy of the session's search store that this module may write to.
+    def copy(folder: Path, source_uri: str = search_store.uri) -> str:
+        """A copy of the session's search store (or of the store `source_uri`) that this
+        module may write to.
 
         MLflow records absolute artifact locations, so after copying the database and its
         `mlartifacts/` we point them at the copy: new runs and models then land in `folder` and
         the shared store stays as the other tests expect it.
         """
-        source_db = Path(search_store.uri.removeprefix("sqlite:///"))
+        source_db = Path(source_uri.removeprefix("sqlite:///"))
         shutil.copy(source_db, folder / "mlflow.db")
         shutil.copytree(source_db.parent / "mlartifacts", folder / "mlartifacts")
         old, new = (source_db.parent / "mlartifacts").as_uri(), (folder / "mlartifacts").as_uri()
@@ -86,3 +115,33 @@ def private_store(search_store):
         return f"sqlite:///{folder / 'mlflow.db'}"
 
     return copy
+
+
+@dataclass(frozen=True)
+class DigitsNetwork:
+    """A digits_quick network trained once, with its data and training folder."""
+
+    network: object  # inference.LoadedNetwork
+    dataset: object  # datasets.Dataset
+    out_dir: Path
+
+
+@pytest.fixture(scope="session")
+def digits_network(tmp_path_factory) -> DigitsNetwork:
+    """digits_quick trained for real, 6 epochs (about 95 % test accuracy, 5 s on a quiet
+    CPU), its best epoch loaded."""
+    import torch
+
+    from mixmo_search.config import resolve_config
+    from mixmo_search.datasets import load_dataset
+    from mixmo_search.inference import InputFormat, build_network
+    from mixmo_search.train import train
+
+    out_dir = tmp_path_factory.mktemp("digits") / "run"
+    overrides = {"optim.epochs": 6, "optim.milestones": [4, 6], "run.out_dir": str(out_dir),
+                 "run.progress": False}  # fmt: skip
+    cfg = resolve_config(preset="digits_quick", overrides=overrides)
+    assert train(cfg)["test/acc"] > 0.9
+    dataset = load_dataset(cfg.data)
+    state = torch.load(out_dir / "best.pt", weights_only=True)["model"]
+    return DigitsNetwork(build_network(cfg, InputFormat.of(dataset), state), dataset, out_dir)

@@ -40,6 +40,7 @@ def expected_keys(prefix: str, n_members: int) -> set[str]:
     names = ["acc", "top5", "nll", "ece", "brier", "nll_ts", "ece_ts", "temperature"]
     names += [f"acc_member{k}" for k in range(n_members)]
     names += ["member_acc_mean", "ratio_error", "disagreement"]
+    names += ["aece", "aurc", "augrc", "risk_at_80cov", "cov_at_5risk", "entropy", "mutual_info"]
     return {f"{prefix}/{name}" for name in names}
 
 

@@ -16,7 +16,15 @@ from mlflow.entities.model_registry import ModelVersion
 from mixmo_search import tracking, trial_table
 from mixmo_search.config import resolve_config
 from mixmo_search.predictions import load_predictions
-from mixmo_search.promote import POLICIES, PromoteError, Trial, main, promote, select_trial
+from mixmo_search.promote import (
+    POLICIES,
+    PromoteError,
+    Trial,
+    main,
+    plan_promotion,
+    promote,
+    select_trial,
+)
 from mixmo_search.train import train
 
 
@@ -81,10 +89,43 @@ def _trial(trial_id: str, **val: float) -> Trial:
 
 def test_policies_rank_on_validation_metrics_only():
     trials = [
-        _trial("a", acc=0.90, nll=0.30, disagreement=0.10),
-        _trial("b", acc=0.85, nll=0.25, disagreement=0.30),
-        _trial("c", acc=0.70, nll=0.90, disagreement=0.50),  # best on test: never chosen for it
-        _trial("d", acc=0.60, nll=1.00, disagreement=0.45),  # dominated by c
+        _trial(
+            "a",
+            acc=0.90,
+            nll=0.30,
+            disagreement=0.10,
+            corrupt_acc=0.6,
+            ood_auroc_msp=0.7,
+            aurc=0.05,
+        ),
+        _trial(
+            "b",
+            acc=0.85,
+            nll=0.25,
+            disagreement=0.30,
+            corrupt_acc=0.7,
+            ood_auroc_msp=0.6,
+            aurc=0.04,
+        ),
+        # best on test: never chosen for it
+        _trial(
+            "c",
+            acc=0.70,
+            nll=0.90,
+            disagreement=0.50,
+            corrupt_acc=0.5,
+            ood_auroc_msp=0.9,
+            aurc=0.09,
+        ),
+        _trial(
+            "d",
+            acc=0.60,
+            nll=1.00,
+            disagreement=0.45,
+            corrupt_acc=0.4,
+            ood_auroc_msp=0.5,
+            aurc=0.10,
+        ),  # dominated by c
     ]
     pick = {name: select_trial(trials, policy, min_acc=0.8 if name == "best-diversity" else None)
             for name, policy in POLICIES.items()}  # fmt: skip
@@ -92,6 +133,9 @@ def test_policies_rank_on_validation_metrics_only():
     assert pick["best-nll"].trial_id == "b"
     assert pick["best-diversity"].trial_id == "b"  # c is more diverse but below --min-acc
     assert pick["pareto-knee"].trial_id == "b"  # the front is a, b, c; b is nearest utopia
+    assert pick["best-robust"].trial_id == "b"
+    assert pick["best-ood"].trial_id == "c"
+    assert pick["best-selective"].trial_id == "b"
     with pytest.raises(PromoteError, match="--min-acc 0.95"):
         select_trial(trials, POLICIES["best-accuracy"], min_acc=0.95)
 
@@ -255,3 +299,29 @@ def test_a_trial_with_non_finite_metrics_is_never_promoted(store, tmp_path):
     with pytest.raises(PromoteError, match="has no finished trial"):
         promote("broken", tracking_uri=store)
     assert good_final["val/acc"] < 0.98  # the premise: the broken trials would have won
+
+
+def test_best_robust_promotes_the_trial_most_accurate_under_corruption(
+    ensemble_store, private_store, tmp_path, capsys
+):
+    """The search on corrupted validation accuracy (tests/spaces/ensembles_small.yaml) through
+    `promote --policy best-robust`: its best trial on val/corrupt_acc, with the metric tagged."""
+    uri = private_store(tmp_path, ensemble_store.uri)
+    main(["--search", ensemble_store.name, "--policy", "best-robust", "--mlflow-uri", uri])
+    assert "(best-robust)" in capsys.readouterr().out
+    client = MlflowClient(uri)
+    exp_id = tracking.experiment_id(client, create=False)
+    trials = trial_table.load_trials(client, exp_id, ensemble_store.parent_run_id)
+    best = trials.sort_values(["final/val/corrupt_acc", "trial_id"], ascending=[False, True])
+    version = client.get_model_version_by_alias(f"mixmo-{ensemble_store.name}", "champion")
+    assert version.tags["mixmo.trial_id"] == best.iloc[0]["trial_id"]
+    assert version.tags["mixmo.policy"] == "best-robust"
+    assert float(version.tags["val/corrupt_acc"]) == pytest.approx(
+        best.iloc[0]["final/val/corrupt_acc"]
+    )
+
+
+def test_robustness_policies_on_a_search_without_those_metrics_say_so(search_store):
+    for policy in ("best-robust", "best-ood"):
+        with pytest.raises(PromoteError, match="has the metrics .* choose another --policy"):
+            plan_promotion(search_store.name, policy=policy, tracking_uri=search_store.uri)

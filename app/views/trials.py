@@ -17,6 +17,10 @@ if trials.empty:
 published = queries.published_note(search.preset, trials)
 if published:
     st.caption(published)
+references = queries.reference_table(search.preset, trials)
+if not references.empty:
+    with st.expander("Published uncertainty figures (uncertainty-baselines)"):
+        st.dataframe(references, hide_index=True)
 
 counts = trials["status"].value_counts()
 for column, (label, value) in zip(
@@ -46,7 +50,14 @@ mode = queries.metric_mode(objective, search.objectives)
 shown = queries.filter_trials(trials, statuses=statuses, choices=choices, ranges=ranges)
 shown = queries.by_objective(shown, objective, mode)
 
-metrics = [m for m in dict.fromkeys([*search.objectives, *queries.KEY_METRICS]) if m in trials]
+shown_first = [m for m in dict.fromkeys([*search.objectives, *queries.KEY_METRICS]) if m in trials]
+more = st.multiselect(
+    "More metrics", [m for m in queries.metric_columns(trials) if m not in shown_first],
+    key=f"{search.run_id}-more-metrics",
+    help="every other metric the trials logged: selective prediction, OOD detection, "
+    "corruptions, members, cost...",
+)  # fmt: skip
+metrics = [*shown_first, *more]
 table = queries.trials_table(
     shown, params=params, metrics=metrics, exp_id=search.experiment_id, ui_base=search.ui_base
 )

@@ -16,7 +16,7 @@ from typing import Any
 
 from mixmo_search.config import MAX_MEMBERS, MAX_SEED, ConfigBuilder, TrainConfig, list_presets
 from mixmo_search.errors import ConfigError
-from mixmo_search.metrics import SPLIT_METRICS, TRAIN_METRICS
+from mixmo_search.metrics import ROBUSTNESS_METRICS, SPLIT_METRICS, TRAIN_METRICS
 from mixmo_search.search.fields import (
     Where,
     check_fields,
@@ -64,11 +64,14 @@ UNSEARCHABLE = {  # keys a search sets itself, or that would make trials incompa
     "run.out_dir": "each trial writes in its own folder, which the search chooses",
     "run.device": "the search puts trials on the devices --gpus gives them",
 }
-METRIC_PATTERN = re.compile(r"(train|val)/[A-Za-z0-9_.]+")
+METRIC_PATTERN = re.compile(r"(train|val|cost)/[A-Za-z0-9_.]+")
 KNOWN_METRICS = (
     *(f"val/{m}" for m in SPLIT_METRICS),
+    *(f"val/{m}" for m in ROBUSTNESS_METRICS),  # with data.corruptions / data.ood
     *(f"val/acc_member{k}" for k in range(MAX_MEMBERS)),
     *(f"train/{m}" for m in TRAIN_METRICS),
+    "cost/params",
+    "cost/flops",  # inference cost, fixed by the config (train.py)
 )
 
 
@@ -291,7 +294,7 @@ def _parse_metric(raw: Any, where: Where, *keys: Any) -> Objective:
         )
     if not isinstance(metric, str) or not METRIC_PATTERN.fullmatch(metric):
         raise SpaceError(
-            f"{at}: metric names look like val/NAME or train/NAME (e.g. val/acc, "
+            f"{at}: metric names look like val/NAME, train/NAME or cost/NAME (e.g. val/acc, "
             f"val/nll); got {metric!r}"
         )
     if metric not in KNOWN_METRICS:
@@ -303,6 +306,30 @@ def _parse_metric(raw: Any, where: Where, *keys: Any) -> Objective:
     if mode not in ("min", "max"):
         raise SpaceError(f"{where(*keys, 'mode')}: must be min or max; got {mode!r}")
     return Objective(metric, mode)
+
+
+def check_metric_sources(
+    metrics: Sequence[Objective | None], base: TrainConfig, where: Where
+) -> None:
+    """Objectives and the guard on corrupted or OOD images need the base to name such images
+    and to score them every epoch: Tune expects the metric in every report
+    (docs/method.md §Uncertainty)."""
+    needs = {"val/corrupt_": "data.corruptions", "val/ood_": "data.ood"}
+    for metric in {m.metric for m in metrics if m is not None}:
+        key = next((k for prefix, k in needs.items() if metric.startswith(prefix)), None)
+        if key is None:
+            continue
+        if not getattr(base.data, key.split(".")[1]):
+            raise SpaceError(
+                f"{where('objective')}: {metric} needs images to score: set {key} in "
+                f"`base.overrides` (e.g. data.corruptions: all, data.ood: sklearn-photos)"
+            )
+        if base.run.robustness_every != 1:
+            raise SpaceError(
+                f"{where('objective')}: {metric} must be reported every epoch for Tune; set "
+                "run.robustness_every: 1 in `base.overrides` (data.corruption_size bounds "
+                "its cost)"
+            )
 
 
 def parse_sampler(raw: Any, where: Where) -> SamplerSpec:

@@ -129,6 +129,7 @@ def load_space(path: str | Path) -> SearchSpace:
     )
     scheduler = schema.parse_scheduler(raw.get("scheduler", {}), base_values, params, where)
     guard = schema.parse_guard(raw.get("guard"), objectives, scheduler, where)
+    schema.check_metric_sources([*objectives, guard], base.build(), where)
     return SearchSpace(
         path=path, name=name, description=str(raw.get("description", "")), preset=preset,
         overrides=overrides, base=base, base_values=base_values, params=params,

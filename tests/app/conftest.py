@@ -3,10 +3,8 @@ meet before or during a search (written through the real `tracking` writer)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,33 +17,6 @@ if str(ROOT) not in sys.path:  # `app` is a folder of the repository, not an ins
 
 
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
-
-
-@dataclass(frozen=True)
-class EnsembleStore:
-    """A finished real search with vanilla (M = 1) and MixMo (M = 2) trials."""
-
-    uri: str
-    parent_run_id: str
-    name: str
-    storage: Path  # the search's folder: Tune's trials and the Optuna study
-
-
-@pytest.fixture(scope="session")
-def ensemble_store(run_tune, tmp_path_factory) -> EnsembleStore:
-    """tests/spaces/ensembles_small.yaml run through the CLI: 3 vanilla and 3 MixMo trials of
-    3 digits epochs, all finished, each with its inference cost and stored predictions."""
-    root = tmp_path_factory.mktemp("ensembles")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    done = run_tune(
-        "--space", str(SPACES / "ensembles_small.yaml"), "--gpus", "0", "--cpus", "2",
-        "--storage", str(root / "runs"), "--mlflow-uri", uri, "--name", "vanilla-vs-mixmo",
-        cwd=root,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    folder = root / "runs" / "vanilla-vs-mixmo"
-    parent = json.loads((folder / "search.json").read_text())["parent_run_id"]
-    return EnsembleStore(uri, parent, "vanilla-vs-mixmo", folder)
 
 
 @pytest.fixture

@@ -165,3 +165,17 @@ def test_cost_figure_draws_trials_and_the_deep_ensembles(trials):
     assert list(line.text) == ["k=2", "k=3"] and list(line.x) == [2e6, 3e6]
     assert figure.layout.xaxis.type == "log"
     assert len(figure.data[names.index("selected")].x) == 1
+
+
+def test_severity_and_roc_figures_draw_their_frames():
+    rows = pd.DataFrame({
+        "trial": ["a"] * 3 + ["b"] * 3, "corruption": ["jpeg"] * 6,
+        "severity": [0, 1, 2] * 2, "acc": [0.9, 0.8, 0.7, 0.95, 0.9, 0.85],
+    })  # fmt: skip
+    fig = charts.severity_figure(rows, "val")
+    assert {t.name for t in fig.data} == {"a", "b"}
+    assert [a.text for a in fig.layout.annotations] == ["jpeg"]
+    curves = pd.DataFrame({"trial": ["a"] * 3, "fpr": [0, 0.5, 1], "tpr": [0, 0.9, 1]})
+    roc = charts.roc_figure(curves, "val ROC")
+    assert [t.name for t in roc.data] == ["a", "chance"]
+    assert roc.layout.shapes[0].y0 == 0.95  # the FPR95 line

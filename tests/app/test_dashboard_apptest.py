@@ -20,6 +20,8 @@ PAGES = [
     "views/compare.py",
     "views/ensembles.py",
     "views/promote.py",
+    "views/robustness.py",
+    "views/ood.py",
 ]
 TIMEOUT_S = 120  # the ensembles page imports torch on its first run
 
@@ -46,6 +48,17 @@ def texts(app: AppTest) -> str:
 
 def plotly_specs(app: AppTest) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+
+
+def values(data: list | dict) -> list:
+    """A trace's x or y as a list: plotly writes numeric arrays as typed base64 blocks."""
+    if isinstance(data, list):
+        return data
+    import base64
+
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +218,8 @@ def test_running_search_without_a_finished_trial(monkeypatch, running_store, pag
         "views/compare.py": "Select trials to compare",
         "views/ensembles.py": "No trial of this search has finished yet",
         "views/promote.py": "No trial has finished yet",
+        "views/robustness.py": "No finished trial of this search logged corrupted accuracy",
+        "views/ood.py": "No finished trial of this search logged OOD metrics",
     }
     assert expected[page] in texts(app)
 
@@ -272,3 +287,53 @@ def test_promote_page_shows_the_new_holder_right_after_promoting(
     assert f"@champion is now version 1 (trial {plan.trial.trial_id})." in shown
     assert "holds @champion yet" not in shown
     assert not app.checkbox(key=f"{search_store.parent_run_id}-promote-confirm").value
+
+
+def test_robustness_page_draws_mixmo_beside_deep_ensembles_and_each_severity(
+    monkeypatch, ensemble_store, mixed
+):
+    app = open_app(monkeypatch, ensemble_store.uri, "views/robustness.py")
+    cost, severity = plotly_specs(app)
+    traces = {t["name"]: t for t in cost["data"]}
+    assert {"vanilla (M=1)", "MixMo M=2", "deep ensemble of k vanilla trials"} <= set(traces)
+    assert traces["deep ensemble of k vanilla trials"]["text"] == ["k=2", "k=3"]
+    finished = mixed[mixed["status"] == "finished"]
+    drawn = values(traces["MixMo M=2"]["y"]) + values(traces["vanilla (M=1)"]["y"])
+    assert sorted(drawn) == pytest.approx(sorted(finished["final/val/corrupt_acc"]))
+    panels = {a["text"] for a in severity["layout"]["annotations"]}
+    assert panels == {"gaussian_noise", "impulse_noise", "gaussian_blur", "contrast", "jpeg"}
+    lines = severity["data"]
+    assert len({t["name"] for t in lines}) == 3  # the 3 best trials on val/corrupt_acc
+    assert all(values(t["x"]) == [0, 1, 2, 3, 4, 5] for t in lines)  # clean, severities 1-5
+    app.radio(key=f"{ensemble_store.parent_run_id}-robust-split").set_value("test").run()
+    assert "test accuracy by corruption" in plotly_specs(app)[1]["layout"]["title"]["text"]
+
+
+def test_ood_page_draws_roc_curves_and_fpr95_against_cost(monkeypatch, ensemble_store, mixed):
+    finished = mixed[mixed["status"] == "finished"]
+    two = finished["run_id"].tolist()[:2]
+    app = open_app(
+        monkeypatch, ensemble_store.uri, "views/ood.py", {ensemble_store.parent_run_id: two}
+    )
+    roc, cost = plotly_specs(app)
+    curves = [t for t in roc["data"] if t["name"] != "chance"]
+    assert sorted(t["name"] for t in curves) == sorted(finished["trial_id"].iloc[:2])
+    for curve in curves:
+        fpr, tpr = values(curve["x"]), values(curve["y"])
+        assert fpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
+    traces = {t["name"]: t for t in cost["data"]}
+    assert "deep ensemble of k vanilla trials" in traces
+    assert cost["layout"]["yaxis"]["title"]["text"] == "val/ood_fpr95_msp"
+    app.selectbox(key=f"{ensemble_store.parent_run_id}-ood-score").set_value("mi").run()
+    assert plotly_specs(app)[1]["layout"]["yaxis"]["title"]["text"] == "val/ood_fpr95_mi"
+
+
+def test_trials_page_hides_the_new_metrics_until_asked(monkeypatch, ensemble_store):
+    app = open_app(monkeypatch, ensemble_store.uri)
+    columns = list(app.dataframe[0].value.columns)
+    assert "val/corrupt_acc" in columns and "val/ood_auroc_msp" in columns
+    assert "val/aurc" not in columns and "test/ood_fpr95_mi" not in columns
+    more = app.multiselect(key=f"{ensemble_store.parent_run_id}-more-metrics")
+    assert {"val/aurc", "val/augrc", "test/ood_fpr95_mi", "val/mutual_info"} <= set(more.options)
+    more.set_value(["val/aurc", "test/ood_fpr95_mi"]).run()
+    assert {"val/aurc", "test/ood_fpr95_mi"} <= set(app.dataframe[0].value.columns)

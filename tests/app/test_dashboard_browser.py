@@ -148,9 +148,11 @@ PAGES = {  # url path: the page's heading
     "parameters": "Parameters",
     "compare": "Compare trials",
     "ensembles": "Ensembles across trials",
+    "robustness": "Robustness to corruptions",
+    "ood": "Out-of-distribution detection",
     "promote": "Promote a trial of",
 }
-CHARTED = {"tradeoff", "cost", "parameters"}
+CHARTED = {"tradeoff": 1, "cost": 1, "parameters": 1, "robustness": 2, "ood": 2}  # figures
 FIGURES_JS = """return Array.from(document.querySelectorAll('.js-plotly-plot')).map(plot => ({
     names: plot.data.map(trace => trace.name),
     xaxis: plot._fullLayout.xaxis ? plot._fullLayout.xaxis.type : null,
@@ -197,7 +199,7 @@ def test_every_page_in_chromium_with_mixmo_beside_deep_ensembles(
             )
         )
         if path in CHARTED:
-            wait_for(browser, ".js-plotly-plot .plot-container")
+            wait_for(browser, ".js-plotly-plot .plot-container", count=CHARTED[path])
         if path == "":
             wait_for(browser, '[data-testid="stDataFrame"] canvas')
         time.sleep(1)  # let the charts and the grid paint before the screenshot
@@ -213,5 +215,9 @@ def test_every_page_in_chromium_with_mixmo_beside_deep_ensembles(
     assert cost["xaxis"] == "log"  # the inference-cost axis
     assert {"k=2", "k=3"} <= set(cost["labels"])  # the deep-ensemble points, drawn
     assert figures["parameters"][1]["xaxis"] == "category"  # the slice on M, a categorical
+    robust_cost, _ = figures["robustness"]  # then accuracy by corruption and severity
+    assert "deep ensemble of k vanilla trials" in robust_cost["names"]
+    roc, ood_cost = figures["ood"]
+    assert "chance" in roc["names"] and ood_cost["xaxis"] == "log"
     text = log.read_text()
     assert f"URL: {url}" in text and "Network URL" not in text  # bound to loopback only

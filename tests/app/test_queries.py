@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from app import ensembles, parameters, queries
 from mixmo_search import tracking, trial_table
@@ -91,6 +92,12 @@ def test_metric_names_and_modes(trials):
     assert queries.metric_mode("val/disagreement", {}) == "max"
     assert queries.metric_mode("val/acc_member1", {}) == "max"
     assert queries.metric_mode("val/acc", {"val/acc": "min"}) == "min"
+    for better_high in ("val/corrupt_acc", "val/corrupt_rel_acc", "val/cov_at_5risk",
+                        "test/ood_auroc_mi", "val/ood_aupr_out_msp"):  # fmt: skip
+        assert queries.metric_mode(better_high, {}) == "max", better_high
+    for better_low in ("val/aurc", "val/augrc", "val/aece", "val/ood_fpr95_msp",
+                       "val/corrupt_nll", "val/risk_at_80cov"):  # fmt: skip
+        assert queries.metric_mode(better_low, {}) == "min", better_low
 
 
 def test_filters(trials):
@@ -355,3 +362,44 @@ def test_deep_ensembles_of_the_best_vanilla_trials(ensemble_store, mixed):
             == pytest.approx(vanilla.set_index("run_id").loc[members, "cost/flops"].sum())
         )
         assert row["members"] == ", ".join(names[r] for r in members)
+
+
+def test_shifted_deep_ensembles_follow_from_the_stored_predictions(ensemble_store, mixed):
+    """The Robustness and OOD pages' baselines: k vanilla trials' stored corrupted and OOD
+    logits, averaged, give their corrupted accuracy and detection metrics; one trial alone
+    gives back what it logged."""
+    from app import shifts
+    from mixmo_search.uncertainty import ood_metrics
+
+    ranked = ensembles.vanilla_ranking(mixed, "val/corrupt_acc", "max")
+    names = dict(zip(mixed["run_id"], mixed["trial_id"], strict=True))
+    labels = tuple(names[r] for r in ranked)
+    costs = ensembles.costs_of(mixed, ranked)
+    corrupted = shifts.deep_ensembles_corrupted(ensemble_store.uri, tuple(ranked), labels, costs)
+    assert corrupted["k"].tolist() == [2, 3]
+    by_run = mixed.set_index("run_id")
+    for split in ("val", "test"):
+        alone = shifts._ensemble_corrupt_acc(ensemble_store.uri, (ranked[0],), split)
+        assert alone == pytest.approx(by_run.at[ranked[0], f"{split}/corrupt_acc"], abs=5e-3)
+    detected = shifts.deep_ensembles_ood(ensemble_store.uri, tuple(ranked), labels, costs, "mi")
+    clean = [ensembles.predictions(ensemble_store.uri, r, "val") for r in ranked[:2]]
+    ood = [ensembles.predictions(ensemble_store.uri, r, "val_ood") for r in ranked[:2]]
+    heads = [torch.from_numpy(np.concatenate([p.member_logits for p in preds]).astype(np.float32))
+             for preds in (clean, ood)]  # fmt: skip
+    assert detected.iloc[0]["val/ood_auroc_mi"] == pytest.approx(
+        ood_metrics(*heads)["ood_auroc_mi"]
+    )
+    rows = shifts.severity_rows(ensemble_store.uri, ranked[:1], labels[:1], "test")
+    assert len(rows) == 5 * 6 and set(rows["severity"]) == {0, 1, 2, 3, 4, 5}
+
+
+def test_published_uncertainty_figures_sit_beside_the_matching_preset(mixed):
+    table = queries.reference_table("cifar100_vanilla", mixed)
+    assert table["method"].tolist()[:2] == ["Deterministic", "Ensemble (size 4)"]
+    assert table.iloc[0]["test/corrupt_acc"] == pytest.approx(0.5137)
+    assert table.iloc[1]["test/acc"] == pytest.approx(0.827)
+    assert table.iloc[-1]["method"].startswith("this search: trial ")
+    assert queries.reference_table("digits_quick", mixed).empty
+    note = queries.reference_note("cifar10_mimo", "test/corrupt_acc")
+    assert "MIMO 76.60%" in note and "uncertainty-baselines" in note
+    assert queries.reference_note("cifar100_cut_mixmo", "test/corrupt_acc") is None

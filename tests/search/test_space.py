@@ -210,7 +210,7 @@ MISTAKES = {
     "metric without split": (
         edit(13, "  - {metric: acc, mode: max}"),
         13,
-        ["val/NAME or train/NAME", "'acc'"],
+        ["val/NAME, train/NAME or cost/NAME", "'acc'"],
     ),
     "bad mode": (edit(13, "  - {metric: val/acc, mode: maximize}"), 13, ["min or max"]),
     "multi-objective asha without guard": (
@@ -367,3 +367,34 @@ def test_hostile_yaml_is_one_line_at_its_line_and_nothing_starts(
     err = capsys.readouterr().err.strip()
     assert exited.value.code == 2 and err == f"error: {caught.value}"
     assert [p.name for p in tmp_path.iterdir()] == ["space.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "metric", "message"),
+    [
+        ("{optim.epochs: 3}", "val/corrupt_acc", "needs images to score: set data.corruptions"),
+        ("{optim.epochs: 3}", "val/ood_auroc_msp", "set data.ood"),
+        ("{data.corruptions: all}", "val/corrupt_acc", "set run.robustness_every: 1"),
+    ],
+)
+def test_a_shifted_objective_needs_its_images_every_epoch(
+    tmp_path: Path, overrides: str, metric: str, message: str
+) -> None:
+    text = VALID.replace("{optim.epochs: 3}", overrides).replace("val/acc", metric)
+    with pytest.raises(SpaceError, match=f"space.yaml:.*{message}"):
+        load_space(write(tmp_path, text))
+
+
+def test_uncertainty_and_cost_metrics_are_objectives(tmp_path: Path) -> None:
+    shifted = "{data.corruptions: all, data.ood: sklearn-photos, run.robustness_every: 1}"
+    text = VALID.replace("{optim.epochs: 3}", shifted).replace(
+        "  - {metric: val/acc, mode: max}",
+        "  - {metric: val/corrupt_acc, mode: max}\n  - {metric: val/ood_fpr95_mi, mode: min}\n"
+        "  - {metric: cost/flops, mode: min}\nguard: {metric: val/aurc, mode: min}",
+    )
+    space = load_space(write(tmp_path, text.replace("type: tpe", "type: nsga2")))
+    assert [o.metric for o in space.objectives] == ["val/corrupt_acc", "val/ood_fpr95_mi",
+                                                    "cost/flops"]  # fmt: skip
+    assert space.guard.metric == "val/aurc"
+    with pytest.raises(SpaceError, match="cannot select on test/corrupt_acc"):
+        load_space(write(tmp_path, text.replace("val/corrupt_acc", "test/corrupt_acc")))
