@@ -123,6 +123,8 @@ def _dataset_shape(cfg: TrainConfig, absent: dict[str, None]) -> DatasetShape | 
     try:
         return describe_dataset(data, hold_out=hold_out)
     except DataError as err:
+        if data.name not in KNOWN_SHAPES and data.name != "imagefolder":  # bundled: digits
+            raise ConfigError(str(err)) from None
         if Path(data.root).expanduser().exists():
             raise ConfigError(str(err)) from None
         absent[str(err)] = None
