@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mixmo_search.config import TrainConfig
+from mixmo_search.config import TrainConfig, corruption_families
+from mixmo_search.corruptions import applicable
 from mixmo_search.datasets import DatasetShape
 from mixmo_search.errors import ConfigError
 
@@ -81,6 +82,14 @@ def _check_data(cfg: TrainConfig, shape: DatasetShape) -> None:
             f"`optim.batch_size`/`optim.batch_repeat` = {cfg.unique_per_step} unique images a "
             f"step exceeds the {n_train} training images of {data.name}; lower "
             "optim.batch_size or raise optim.batch_repeat"
+        )
+    asked = corruption_families(data.corruptions)
+    refused = [f for f in asked if f not in applicable(asked, shape.in_channels, shape.image_size)]
+    if refused and data.corruptions.strip() != "all":
+        raise ConfigError(
+            f"`data.corruptions` names {', '.join(refused)}, which {data.name}'s "
+            f"{shape.in_channels}-channel {shape.image_size} px images cannot take (saturate "
+            "needs colour, pixelate 32 px or more); drop it from data.corruptions"
         )
     if data.crop_padding > shape.image_size:
         raise ConfigError(

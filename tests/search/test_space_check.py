@@ -150,6 +150,9 @@ NAMED = {
     "an image size for a data set of one size": (
         {"data.image_size": {"type": "int", "low": 0, "high": 64, "step": 32}},
         "`data.image_size` resizes image folders"),
+    "a corruption the images cannot take": (
+        {"data.corruptions": {"type": "categorical", "choices": ["jpeg", "pixelate"]}},
+        "pixelate, which digits's 1-channel 8 px images cannot take"),
     "a batch larger than the training set": (
         {"optim.batch_size": {"type": "int", "low": 64, "high": 8192, "step": 64}},
         "unique images a step exceeds"),
