@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from mixmo_search import tracking
 from mixmo_search.search import study_storage
-from mixmo_search.search.optuna_search import OPTUNA_TRIAL
+from mixmo_search.search.optuna_search import OPTUNA_TRIAL, tell_trial
+from mixmo_search.search.outcomes import Ending, Outcome
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -40,7 +41,7 @@ def end_lost_trials(plan: SearchPlan, client: MlflowClient, exp_id: str, parent_
     lost = [r for r in tracking.trial_run_records(client, exp_id, parent_id)
             if r.data.tags[tracking.TRIAL_ID] not in ids]  # fmt: skip
     for run in lost:
-        tracking.set_status(client, run.info.run_id, "failed", reason=REASON)
+        tracking.set_status(client, run.info.run_id, Outcome.FAILED, reason=REASON)
         client.delete_run(run.info.run_id)
     storage = study_storage.open_storage(plan.study_url)
     try:
@@ -53,7 +54,7 @@ def end_lost_trials(plan: SearchPlan, client: MlflowClient, exp_id: str, parent_
         if trial.number not in numbers:
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
             storage.set_trial_user_attr(trial_id, LOST, REASON)
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            tell_trial(study, storage, trial.number, Ending(Outcome.FAILED, reason=REASON), None)
     return len(lost)
 
 

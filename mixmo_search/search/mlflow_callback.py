@@ -11,6 +11,11 @@ A driver that dies can leave MLflow behind Tune's saved record of the search (up
 queued). A resumed search catches up first, and again at its end: every epoch each trial
 reported (its `result.json` in the search's storage) that MLflow lacks, and the outcome of
 trials Tune ended.
+
+How a trial ended is `outcomes.classify`'s to say: its `mixmo.status` tag is the outcome, and
+its run is FINISHED, FAILED (with `mixmo.error`) or KILLED; only a pruned trial's run is
+renamed `<trial> (pruned at epoch E)`. A trial the search stopped (interrupted, out of time)
+is not ended here: the search does it once it knows how it stopped (`run`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from mixmo_search import tracking
 from mixmo_search.errors import ConfigError
 from mixmo_search.search import outcomes, placement
 from mixmo_search.search.optuna_search import OPTUNA_TRIAL
+from mixmo_search.search.outcomes import Ending, Outcome
+from mixmo_search.search.scheduler import RECORD, RungRecord
 from mixmo_search.search.tracking_queue import TrackingQueue
 from mixmo_search.search.trainable import NODE_ID
 
@@ -40,6 +47,7 @@ _SKIP = {"timestamp", "time_this_iter_s", "time_total_s", "pid", "training_itera
          "time_since_restore", "iterations_since_restore", "done", "epoch"}  # fmt: skip
 NODES = "mixmo.nodes"  # tag: the Ray node ids a trial trained on, comma-separated, in order
 EVERY_EPOCH = "train/loss"  # a metric every epoch reports: its last step is the last epoch
+ENDED = {Outcome.FINISHED, Outcome.PRUNED, Outcome.FAILED}  # outcomes a trial reaches itself
 
 
 class RunRef:
@@ -59,6 +67,8 @@ class MlflowTrials(Callback):
     def __init__(self, uri: str, exp_id: str, parent_id: str, plan: SearchPlan) -> None:
         self.uri, self.exp_id, self.parent_id = uri, exp_id, parent_id
         self.search, self.space, self.base = plan.name, plan.space, plan.base
+        self.objectives = [o.metric for o in plan.space.objectives]
+        self.rungs = plan.path / RECORD  # the scheduler's decisions
         self.queue: TrackingQueue | None = None
         self.runs: dict[str, RunRef] = {}
         self.last_epoch: dict[str, int] = {}  # trial id -> last epoch queued for MLflow
@@ -100,11 +110,11 @@ class MlflowTrials(Callback):
             self._set_nodes(trial, recorded)
         for result in results:
             self._log_epoch(trial, result)
-        done = self.status.get(trial.trial_id) in ("finished", "pruned", "failed")
-        if trial.status == "TERMINATED" and not done:
-            self.on_trial_complete(0, [], trial)
-        elif trial.status == "ERROR" and not done:
-            self.on_trial_error(0, [], trial)
+        if self.status.get(trial.trial_id) not in ENDED:
+            if trial.status == "TERMINATED":
+                self.on_trial_complete(0, [], trial)
+            elif trial.status == "ERROR":
+                self.on_trial_error(0, [], trial)
 
     def _run(self, trial: Trial) -> RunRef:
         ref = self.runs.get(trial.trial_id)
@@ -174,8 +184,8 @@ class MlflowTrials(Callback):
 
     def _log_epoch(self, trial: Trial, result: dict) -> None:
         ref, trial_id, epoch = self._run(trial), trial.trial_id, int(result["epoch"])
-        if epoch <= self.last_epoch.get(trial_id, 0):  # logged before this trial's retry
-            return
+        if outcomes.FAILED in result or epoch <= self.last_epoch.get(trial_id, 0):
+            return  # a failure's reason (no metrics), or logged before this trial's retry
         self.last_epoch[trial_id] = epoch
         metrics = {k: v for k, v in result.items() if k not in _SKIP}
         batch = tracking.metric_batch(metrics, step=epoch)  # timestamped now, once
@@ -185,27 +195,35 @@ class MlflowTrials(Callback):
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
+        pruned_at = RungRecord.load(self.rungs).stopped_at(trial.trial_id)
+        ending = outcomes.classify(trial.last_result, objectives=self.objectives,
+                                   pruned_at=pruned_at)  # fmt: skip
+        if ending is not None:  # else the search stopped it: see the module docstring
+            self.end(trial, ending)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
+        error = outcomes.error_reason(trial)
+        self.end(trial, outcomes.classify(trial.last_result, objectives=self.objectives,
+                                          error=error))  # fmt: skip
+
+    def end(self, trial: Trial, ending: Ending) -> None:
+        """Record how `trial` ended: its status tag, run status, name and artifacts."""
         ref = self._run(trial)
-        if not outcomes.finished(trial):  # stopped by the scheduler: KILLED, named so
-            name = f"{trial.trial_id} (pruned at epoch {trial.last_result.get('epoch', '?')})"
-            self.queue.submit(
-                f"name of trial {trial.trial_id}",
-                lambda client: client.update_run(ref.id, name=name),
-            )
-            self._status(trial, "pruned")
-            return
         checkpoint = trial.checkpoint
-        if checkpoint is not None:
+        if ending.outcome is Outcome.FINISHED and checkpoint is not None:
 
             def upload(client: MlflowClient) -> None:
                 with checkpoint.as_directory() as folder:
                     _log_artifacts(client, ref.id, Path(folder))
 
             self.queue.submit(f"artifacts of trial {trial.trial_id}", upload)
-        self._status(trial, "finished")
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
-        self._status(trial, "failed", reason=outcomes.error_reason(trial))
+        name = ending.run_name(trial.trial_id)
+        if name != trial.trial_id:
+            self.queue.submit(
+                f"name of trial {trial.trial_id}",
+                lambda client: client.update_run(ref.id, name=name),
+            )
+        self._status(trial, ending.outcome.value, reason=ending.reason or None)
 
 
 def _saved_results(trial: Trial) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ budget and status, which `--resume` and `--warm-start` read.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -18,11 +17,11 @@ from typing import Any
 
 from mixmo_search import files, tracking
 from mixmo_search.errors import UserError
-from mixmo_search.search import cluster, placement, study_storage
+from mixmo_search.search import cluster, placement, record, study_storage
 from mixmo_search.search.space import SearchSpace
 
 DEFAULT_STORAGE = Path("runs/searches")
-SEARCH_META = "search.json"
+SEARCH_META = record.SEARCH_META
 OPTUNA_DB = study_storage.OPTUNA_DB  # the default Optuna study, beside the trials
 # trial settings that depend on the machine a search runs from, not on the search
 MACHINE_KEYS = ("run.device", "run.threads")
@@ -185,6 +184,7 @@ def make_plan(
     finished = False
     if resume:
         meta = read_meta(path)
+        record.check_same_space(meta, name, space.path.read_text())
         if mlflow_uri and mlflow_uri != meta["mlflow_uri"]:
             raise UserError(
                 f"search {name!r} logs to {meta['mlflow_uri']}; resume it with that "
@@ -328,12 +328,5 @@ def _check_storage(storage: str | Path | None) -> Path:
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    """The search's own record (`search.json`): its MLflow run, store, budget and status."""
-    file = path / SEARCH_META
-    try:
-        return json.loads(file.read_text())
-    except (OSError, ValueError, KeyError):
-        raise UserError(
-            f"no search {path.name!r} to resume in {path.parent} ({file} is missing or "
-            "unreadable); check --name and --storage"
-        ) from None
+    """The search's own record (`search.json`, checked by `search.record`), as a dict."""
+    return record.read(path).model_dump()
