@@ -131,11 +131,9 @@ def space_changes(old: Any, new: Any) -> list[str]:
     """`where: old -> new` for each value that differs between two space documents."""
     before, after = _flat(old), _flat(new)
     keys = [*before, *(k for k in after if k not in before)]
-    return [
-        f"{key}: {_shown(before.get(key, _ABSENT))} -> {_shown(after.get(key, _ABSENT))}"
-        for key in keys
-        if before.get(key, _ABSENT) != after.get(key, _ABSENT)
-    ]
+    shown = [(key, _shown(before.get(key, _ABSENT)), _shown(after.get(key, _ABSENT)))
+             for key in keys]  # fmt: skip
+    return [f"{key}: {was} -> {now}" for key, was, now in shown if was != now]
 
 
 def _flat(value: Any, where: str = "") -> dict[str, Any]:
@@ -150,9 +148,10 @@ def _flat(value: Any, where: str = "") -> dict[str, Any]:
 
 
 def _shown(value: Any) -> str:
+    """A value as the digest sees it (1 and 1.0 differ), strings bare."""
     if value is _ABSENT:
         return "(none)"
-    return value if isinstance(value, str) else json.dumps(value)
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
 class Claim:
