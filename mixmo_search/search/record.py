@@ -5,7 +5,9 @@ parent MLflow run, the store, the experiment, the Optuna storage, the budget, th
 started with, its status, and the space it started with (`space_document`, with its digest),
 so a resumed search can refuse a space that changed and say what changed. It is checked as it
 is read: a damaged file (not JSON, not an object, a key missing or of the wrong type) is one
-clear error, not a traceback.
+clear error, not a traceback. It is written before Tune runs and after, never while: a
+restored Tune copies the `.json` files of the search's folder aside and uploads those copies
+back over them as it runs.
 
 Two searches started at once under one name both pass the plan's checks; `claim` settles it:
 creating the folder is atomic, so one gets it and the other is refused. Every search then

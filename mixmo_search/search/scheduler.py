@@ -6,9 +6,11 @@ Ray's `ASHAScheduler` keeps its rung records in memory, and `Tuner.restore` rebu
 judges the next ones against the post-resume trials alone. `Asha` applies Ray's rule (one
 bracket, rungs at grace_period x reduction_factor^k below max_t; a trial reaching a rung stops
 when its guard value is below the (1 - 1/reduction_factor) quantile of the values recorded at
-that rung before it; a trial reaching max_t stops) and writes each decision, in order, to
-`scheduler.json` in the search's folder before Tune acts on it. A resumed search reads them
-back, so it decides as the uninterrupted search would have. Progress is counted in completed
+that rung before it; a trial reaching max_t stops) and appends each decision, in order, to
+`scheduler.jsonl` in the search's folder before Tune acts on it. A resumed search reads them
+back, so it decides as the uninterrupted search would have. (Not a `.json` file: restoring a
+search, Tune copies the `.json` and `.pkl` files of its folder aside and uploads those copies
+back over the originals as it runs.) Progress is counted in completed
 epochs (the result's `epoch`), which a trial restored from an earlier checkpoint repeats; a
 decision once recorded stands (a stop that a dead driver never carried out is made again).
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from mixmo_search import files
 from mixmo_search.search import outcomes
 
 if TYPE_CHECKING:
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
     from mixmo_search.search.types import Objective, SchedulerSpec
 
-RECORD = "scheduler.json"  # in the search's folder: every rung decision, in order
+RECORD = "scheduler.jsonl"  # in the search's folder: every rung decision, one a line, in order
 
 
 @dataclass(frozen=True)
@@ -58,12 +60,21 @@ class RungRecord:
         """The record in `path` (empty when the search has none: fifo, or not judged yet)."""
         if not path.is_file():
             return cls(path)
-        return cls(path, [Decision(**d) for d in json.loads(path.read_text())["decisions"]])
+        decisions = []
+        for line in path.read_text().splitlines():
+            try:
+                decisions.append(Decision(**json.loads(line)))
+            except (ValueError, TypeError):  # the last line, cut short by a killed driver
+                continue
+        return cls(path, decisions)
 
     def add(self, decision: Decision) -> None:
+        """Append `decision`, on disk before it returns (Tune acts on it next)."""
         self.decisions.append(decision)
-        text = json.dumps({"decisions": [asdict(d) for d in self.decisions]}, indent=1)
-        files.write_text(self.path, text)
+        with self.path.open("a") as file:
+            file.write(json.dumps(asdict(decision)) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
 
     def judged(self, rung: float, trial_id: str) -> bool:
         return any(d.rung == rung and d.trial_id == trial_id for d in self.decisions)

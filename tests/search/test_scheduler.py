@@ -3,7 +3,7 @@
 Generated searches (trials reporting epochs in an interleaved order) are fed to Ray's
 `AsyncHyperBandScheduler`, uninterrupted, and to `Asha`, which is pickled and unpickled (as
 `Tuner.restore` does) at a generated point; every decision must be the same. Then the rung
-record itself is replayed against the rule, as the end-to-end interruption tests do.
+record itself is replayed against the rule (`asha_rule`), as the interruption tests do.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _feed(decide, events) -> list[str]:
 @settings(max_examples=150, deadline=None)
 @given(searches(), st.floats(0, 1))
 def test_asha_decides_as_ray_s_and_keeps_its_decisions_through_a_restore(
-    tmp_path_factory, search, cut
+    tmp_path_factory, asha_rule, search, cut
 ):
     options, events = search
     record = tmp_path_factory.mktemp("asha") / RECORD
@@ -83,30 +83,9 @@ def test_asha_decides_as_ray_s_and_keeps_its_decisions_through_a_restore(
         return state["asha"].decide(trial, result)
 
     assert _feed(decide, events) == _ray_decisions(options, events)
-    _assert_follows_the_rule(RungRecord.load(record), options)
-
-
-def _assert_follows_the_rule(record: RungRecord, options) -> None:
-    """Each recorded decision, replayed in order: stop exactly when the trial's value is below
-    the (1 - 1/reduction_factor) quantile of the rung's earlier values (numpy's nanpercentile,
-    as Ray computes it)."""
-    import warnings
-
-    import numpy as np
-
-    sign = 1 if options["mode"] == "max" else -1
-    seen: dict[float, list[float]] = {}
-    for d in record.decisions:
-        if d.rung >= options["max_t"]:  # asha's cap: every trial stops there
-            assert d.stop
-            continue
-        earlier = seen.setdefault(d.rung, [])
-        q = (1 - 1 / options["reduction_factor"]) * 100
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            cutoff = np.nanpercentile([sign * v for v in earlier], q) if earlier else None
-        assert d.stop == bool(cutoff is not None and sign * d.value < cutoff), d
-        earlier.append(d.value)
+    decisions = [vars(d) for d in RungRecord.load(record).decisions]
+    asha_rule(decisions, reduction_factor=options["reduction_factor"], mode=options["mode"],
+              max_t=options["max_t"])  # fmt: skip
 
 
 def test_rungs_are_ray_s_below_max_t():
