@@ -2,7 +2,8 @@
 
 - Ctrl-C (SIGINT), SIGTERM and SIGKILL once asha has decided a few times, then `--resume`:
   SIGINT and SIGTERM end the same clean way (exit 130, the trials in flight interrupted and
-  never called pruned, the summary, the resume command, nothing RUNNING), and after the
+  never called pruned, the summary, the resume command, nothing RUNNING; a second signal
+  while it stops changes nothing of that), and after the
   resume every asha decision, before and after, is the rule computed over all rung records,
   and Tune, MLflow, Optuna and the summary agree on which trials were pruned.
 - the time budget: the trials it stops are out of time in every view, never pruned.
@@ -102,6 +103,9 @@ def test_a_stopped_asha_search_resumes_deciding_by_every_rung_record(
         except AssertionError as err:
             raise AssertionError(f"{err}:\n{log.read_text()[-3000:]}") from None
         driver.send_signal(getattr(signal, stop))
+        if stop == "SIGTERM":  # a second signal, while it stops, must not break the stop
+            wait_until(lambda: "stopping the search" in log.read_text(), 60, "the stop", driver)
+            driver.send_signal(signal.SIGINT)
         driver.wait(timeout=300)
     finally:
         if driver.poll() is None:
@@ -113,6 +117,7 @@ def test_a_stopped_asha_search_resumes_deciding_by_every_rung_record(
         resume = shlex_join([*TUNE, *args, "--resume"])
     else:
         resume = _stopped_cleanly(output, driver.returncode, uri, search, name)
+        assert ("SIGINT: the search is already stopping" in output) == (stop == "SIGTERM")
     done = subprocess.run(resume, shell=True, cwd=tmp_path, capture_output=True, text=True,
                           timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

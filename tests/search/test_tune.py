@@ -310,6 +310,7 @@ def test_a_diverged_trial_is_a_failed_trial_everywhere(tmp_path, run_tune):
                     "--mlflow-uri", uri, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "1 finished" in done.stdout and "1 failed" in done.stdout
+    assert "retried" not in done.stdout  # deterministic: failed at once, no retry
     search = tmp_path / "runs/searches/diverging"
     meta = json.loads((search / "search.json").read_text())
     client, trials = _trials(uri, meta["parent_run_id"])
@@ -349,6 +350,28 @@ def test_resuming_a_finished_search_changes_nothing(search_store, tmp_path, run_
     assert (after.status, after.end_time) == ("FINISHED", before.end_time)
     meta = json.loads((search_store.storage / search_store.name / "search.json").read_text())
     assert meta["status"] == "finished"
+
+
+def test_a_search_whose_every_trial_fails_exits_1_with_the_reasons(tmp_path, run_tune):
+    """Four invalid combinations, each failing as its trial starts: at once (Tune retries
+    none), FAIL in Optuna with the reason, and exit 1 with each reason on a line."""
+    import optuna
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_tune("--space", str(SPACES / "all_failing.yaml"), "--gpus", "0", "--cpus", "1",
+                    "--mlflow-uri", uri, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "4 trials: 0 finished, 0 pruned (stopped early), 4 failed" in done.stdout
+    assert "retried" not in done.stdout and "Traceback" not in done.stderr
+    reasons = done.stderr.splitlines()
+    assert reasons[0] == "error: all 4 trials of search 'all-failing' failed:", reasons
+    assert len(reasons) == 5 and all("must be a multiple of" in r for r in reasons[1:])
+    search = tmp_path / "runs/searches/all-failing"
+    assert not list(search.glob("*/error.txt"))  # no trial errored in Tune: none retried
+    study = optuna.load_study(study_name="all-failing", storage=f"sqlite:///{search}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 4
+    assert all("must be a multiple of" in t.user_attrs["mixmo.reason"] for t in study.trials)
+    assert study.metric_names == ["val/acc"]  # optuna-dashboard names the objective
 
 
 def test_a_failing_trial_is_recorded_with_its_reason(tmp_path, run_tune):
