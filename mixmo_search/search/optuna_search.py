@@ -76,9 +76,11 @@ class StudySearcher(Searcher):
         self.told: set[str] = set()
         self._study: optuna.Study | None = None
         self._db: optuna.storages.BaseStorage | None = None
+        self._keys: dict[str, int] = {}  # Ray trial id -> the storage's id of its trial
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_study": None, "_db": None}  # a connection is no state
+        # a connection and the ids read through it are no state
+        return {**self.__dict__, "_study": None, "_db": None, "_keys": {}}
 
     @property
     def study(self) -> optuna.Study:
@@ -135,10 +137,10 @@ class StudySearcher(Searcher):
             return  # the search stopped it: see the module docstring
         if ending.outcome is Outcome.PRUNED and result:
             self.on_trial_result(trial_id, result)  # the result it was stopped on comes here
-        finished = ending.outcome is Outcome.FINISHED and result
-        self.tell(
-            trial_id, ending, [result[f"final/{m}"] for m in self.metrics] if finished else None
-        )
+        values = None
+        if ending.outcome is Outcome.FINISHED:  # classify found every final value
+            values = [result[f"final/{m}"] for m in self.metrics]
+        self.tell(trial_id, ending, values)
 
     def tell(self, trial_id: str, ending: Ending, values: list[float] | None) -> None:
         """Tell the study how Ray trial `trial_id` ended (once)."""
@@ -152,13 +154,16 @@ class StudySearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         state = pickle.loads(Path(checkpoint_path).read_bytes())  # Tune's own, trusted folder
         self.numbers, self.told, self.sampler = state["numbers"], state["told"], state["sampler"]
-        self._study = None
+        self._study, self._keys = None, {}
 
     def _trial_key(self, trial_id: str) -> int:
         """The storage's id of Ray trial `trial_id`'s Optuna trial."""
-        storage = self._storage()
-        study_id = storage.get_study_id_from_name(self.study_name)
-        return storage.get_trial_id_from_study_id_trial_number(study_id, self.numbers[trial_id])
+        if trial_id not in self._keys:
+            storage = self._storage()
+            study = storage.get_study_id_from_name(self.study_name)
+            number = self.numbers[trial_id]
+            self._keys[trial_id] = storage.get_trial_id_from_study_id_trial_number(study, number)
+        return self._keys[trial_id]
 
 
 def tell_trial(
