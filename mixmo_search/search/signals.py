@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -74,4 +75,10 @@ class HandOverSignals(Callback):
 
 
 def _say(line: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+    """Print from a signal handler: straight to the file descriptor, since a `print` there
+    raises if the handler interrupted another `print` (a reentrant call)."""
+    text = f"[{time.strftime('%H:%M:%S')}] {line}\n".encode()
+    try:
+        os.write(sys.stdout.fileno(), text)
+    except (OSError, ValueError, AttributeError):  # no file descriptor behind stdout
+        pass
