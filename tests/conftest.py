@@ -45,9 +45,11 @@ def run_tune():
     return _run_tune
 
 
-def _wait_until(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    """`condition()`'s first truthy value, polled each second; fails after `timeout` s, or
-    as soon as `proc` (the process expected to bring it about) has exited."""
+def _wait_until(
+    condition, timeout: float, what: str, proc: subprocess.Popen | None = None, every: float = 1
+):
+    """`condition()`'s first truthy value, polled `every` s; fails after `timeout` s, or as
+    soon as `proc` (the process expected to bring it about) has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = condition()
@@ -55,7 +57,7 @@ def _wait_until(condition, timeout: float, what: str, proc: subprocess.Popen | N
             return found
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"the process exited ({proc.returncode}) before {what}")
-        time.sleep(1)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 

@@ -58,18 +58,18 @@ def _run(plan: SearchPlan) -> dict[str, Any]:
     try:
         client = tracking.connect(plan.mlflow_uri)
         exp_id = tracking.experiment_id(client, plan.experiment)
-        parent_id, started = _open_search(plan, client, exp_id)
-        interrupted = _tune_until_stopped(plan, client, exp_id, started)
+        meta = _open_search(plan, client, exp_id)
+        interrupted = _tune_until_stopped(plan, client, exp_id, meta)
     finally:
         import ray
 
         ray.shutdown()
         cluster.remove_session(session)
-    return _conclude(plan, client, exp_id, started, interrupted)
+    return _conclude(plan, client, exp_id, meta, interrupted)
 
 
-def _open_search(plan: SearchPlan, client: Any, exp_id: str) -> tuple[str, record.SearchRecord]:
-    """The parent run (created, or reopened on --resume) and the search's record."""
+def _open_search(plan: SearchPlan, client: Any, exp_id: str) -> record.SearchRecord:
+    """The search's record, written, with its parent run (created, or reopened on --resume)."""
     document = record.space_document(plan.space.path.read_text())
     if plan.resume:
         from mixmo_search.search.lost_trials import end_lost_trials
@@ -94,7 +94,7 @@ def _open_search(plan: SearchPlan, client: Any, exp_id: str) -> tuple[str, recor
         space_document=document,
     )
     record.write(plan.path, meta)
-    return parent_id, meta
+    return meta
 
 
 def _tune_until_stopped(

@@ -104,7 +104,8 @@ def test_a_stopped_asha_search_resumes_deciding_by_every_rung_record(
             raise AssertionError(f"{err}:\n{log.read_text()[-3000:]}") from None
         driver.send_signal(getattr(signal, stop))
         if stop == "SIGTERM":  # a second signal, while it stops, must not break the stop
-            wait_until(lambda: "stopping the search" in log.read_text(), 60, "the stop", driver)
+            stopping = lambda: "stopping the search" in log.read_text()  # noqa: E731
+            wait_until(stopping, 60, "the stop", driver, every=0.1)
             driver.send_signal(signal.SIGINT)
         driver.wait(timeout=300)
     finally:
