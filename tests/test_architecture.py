@@ -29,6 +29,7 @@ LAYERS = [
     ["search", "search.types", "search.fields", "search.samplers", "search.placement",
      "search.study_storage", "search.tracking_queue", "search.schema", "search.space",
      "search.outcomes", "search.record", "search.signals", "search.scheduler",
+     "search.retention",
      "search.cluster", "search.optuna_search", "search.trainable",
      "search.lost_trials", "search.mlflow_callback", "search.progress", "search.summary",
      "search.plan", "search.run"],

@@ -264,6 +264,7 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
 
     from mixmo_search.search.mlflow_callback import MlflowTrials
     from mixmo_search.search.progress import ProgressLines, report_epochs
+    from mixmo_search.search.retention import CheckpointPruning
     from mixmo_search.search.scheduler import RECORD
     from mixmo_search.search.signals import HandOverSignals
     from mixmo_search.search.trainable import train_trial
@@ -279,7 +280,8 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
     )
     guard = space.guard or space.objectives[0]
     objectives = [o.metric for o in space.objectives]
-    callbacks = [MlflowTrials(plan.mlflow_uri, exp_id, parent_id, plan), HandOverSignals()]
+    callbacks = [MlflowTrials(plan.mlflow_uri, exp_id, parent_id, plan), HandOverSignals(),
+                 CheckpointPruning(plan.path)]  # fmt: skip
     if not plan.verbose:
         rungs = report_epochs(
             space.scheduler.type,
@@ -295,7 +297,8 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
         storage_path=str(plan.storage),
         callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=2),  # crashes; see trainable
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # Tune keeps every checkpoint; CheckpointPruning deletes the ones no save needs
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         verbose=2 if plan.verbose else 0,
     )
     if plan.resume and tune.Tuner.can_restore(str(plan.path)):

@@ -165,7 +165,8 @@ def _all_views_agree_with_asha(
     """Tune's results, MLflow, Optuna and the summary say what asha's record says, for the
     search's trials (a killed driver may leave lost ones: see lost_trials)."""
     client, parent, trials = _store(uri, search)
-    assert len(trials) == 6 and set(trials.status) <= {"finished", "pruned"}
+    shown = trials[["trial_id", "status", "error"]].to_string()
+    assert len(trials) == 6 and set(trials.status) <= {"finished", "pruned"}, (shown, output)
     kept = set(trials.trial_id)
     stopped = {d["trial_id"]: d["epoch"] for d in decisions if d["stop"] and d["trial_id"] in kept}
     record = _tune_record(search)
