@@ -12,7 +12,8 @@ back, so it decides as the uninterrupted search would have. (Not a `.json` file:
 search, Tune copies the `.json` and `.pkl` files of its folder aside and uploads those copies
 back over the originals as it runs.) Progress is counted in completed
 epochs (the result's `epoch`), which a trial restored from an earlier checkpoint repeats; a
-decision once recorded stands (a stop that a dead driver never carried out is made again).
+decision once recorded stands (a stop that a dead driver never carried out is made again,
+when the trial, restored from an earlier checkpoint, reaches that epoch again).
 """
 
 from __future__ import annotations
@@ -130,9 +131,10 @@ class Asha(FIFOScheduler):
         """CONTINUE or STOP for `trial_id`'s `result`, recorded before it is returned."""
         if outcomes.FAILED in result or outcomes.EPOCH not in result:
             return TrialScheduler.CONTINUE  # a failed trial ends by itself
-        if self.record.stopped_at(trial_id) is not None:
-            return TrialScheduler.STOP
         epoch = int(result[outcomes.EPOCH])
+        stopped = self.record.stopped_at(trial_id)
+        if stopped is not None:  # decided before: a restored trial stops where it did
+            return TrialScheduler.STOP if epoch >= stopped else TrialScheduler.CONTINUE
         if epoch >= self.max_t:
             finished = any(k.startswith("final/") for k in result)
             if not finished:  # trials longer than max_t: asha's cap

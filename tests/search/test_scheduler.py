@@ -105,6 +105,14 @@ def test_a_decision_once_recorded_stands(tmp_path):
     assert asha.decide("b", {"epoch": 1, GUARD: 0.1}) == TrialScheduler.STOP
     restored = pickle.loads(pickle.dumps(asha))
     assert restored.decide("b", {"epoch": 1, GUARD: 0.1}) == TrialScheduler.STOP
+    assert asha.decide("c", {"epoch": 1, GUARD: 0.9}) == TrialScheduler.CONTINUE
+    assert asha.decide("a", {"epoch": 2, GUARD: 0.9}) == TrialScheduler.CONTINUE
+    assert asha.decide("c", {"epoch": 2, GUARD: 0.1}) == TrialScheduler.STOP
+    # c restarted from scratch (the dead driver's state had no checkpoint of it): it trains
+    # to the epoch it was stopped at, not one fewer
+    restored = pickle.loads(pickle.dumps(asha))
+    assert restored.decide("c", {"epoch": 1, GUARD: 0.9}) == TrialScheduler.CONTINUE
+    assert restored.decide("c", {"epoch": 2, GUARD: 0.1}) == TrialScheduler.STOP
     assert restored.decide("a", {"epoch": 1, GUARD: 0.9}) == TrialScheduler.CONTINUE
     assert RungRecord.load(tmp_path / RECORD).stopped_at("b") == 1
-    assert [d.trial_id for d in restored.record.decisions] == ["a", "b"]
+    assert [d.trial_id for d in restored.record.decisions] == ["a", "b", "c", "a", "c"]
