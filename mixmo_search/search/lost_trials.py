@@ -1,12 +1,15 @@
 """Trials a dead driver leaves behind, ended before the search resumes.
 
-Ray Tune saves a search's state (its trials, the searcher's Optuna trials) every few seconds
-and after each checkpoint. A driver killed between two saves leaves trials that started after
-the last one: they have an Optuna trial and an MLflow run, but the resumed Tune never heard of
-them and draws others in their place. Unended, they would stay RUNNING in the study forever
-and count as trials in MLflow. `end_lost_trials` tells each such Optuna trial FAIL (user attr
-`mixmo.lost` says why) and marks its MLflow run failed with the reason, then deletes it
-(MLflow keeps deleted runs, restorable, outside the search's trials).
+Ray Tune saves a search's state (its trials, the searcher's Optuna trials) every ten seconds or
+so (`retention` explains why not after each checkpoint). A driver killed between two saves
+leaves trials that started after the last one: they have an Optuna trial and an MLflow run,
+but the resumed Tune never heard of them and draws others in their place. Unended, they would
+stay RUNNING in the study forever and count as trials in MLflow. `end_lost_trials` tells each
+such Optuna trial FAIL (user attr `mixmo.lost` says why) and marks its MLflow run failed with
+the reason, then deletes it (MLflow keeps deleted runs, restorable, outside the search's
+trials). One that ended in those last seconds keeps the state the study was told (Optuna
+keeps a finished trial as it is): a real evaluation the sampler may learn from, though the
+search ran another in its place.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from mlflow.entities import ViewType
 
 from mixmo_search import tracking, trial_table
 
@@ -193,8 +194,28 @@ def _all_views_agree_with_asha(
         else:
             assert run.info.status == "FINISHED" and run.info.run_name == row.trial_id
     assert f"{len(stopped)} pruned (stopped early)" in output
-    others = [t for n, t in study.items() if n not in set(trials.optuna_trial.astype(int))]
-    assert all(t.state.name == "FAIL" and "mixmo.lost" in t.user_attrs for t in others)
+    _the_rest_were_lost(client, study, set(trials.optuna_trial.astype(int)))
+
+
+def _the_rest_were_lost(client, study: dict, ours: set[int]) -> None:
+    """Optuna trials beyond the search's own are the ones a killed driver lost (lost_trials):
+    FAIL, or as told before the kill; their runs deleted, failed with the reason."""
+    from mixmo_search.search.lost_trials import LOST, REASON
+
+    others = {n: t for n, t in study.items() if n not in ours}
+    if not others:
+        return
+    exp_id = tracking.experiment_id(client, create=False)
+    runs = client.search_runs([exp_id], run_view_type=ViewType.DELETED_ONLY)
+    deleted = {r.data.tags.get(tracking.OPTUNA_TRIAL): r for r in runs}
+    for number, trial in others.items():
+        assert trial.state.name in ("FAIL", "PRUNED", "COMPLETE"), (number, trial.state)
+        if trial.state.name == "FAIL":
+            assert LOST in trial.user_attrs, (number, trial.user_attrs)
+        run = deleted.get(str(number))
+        if run is not None:  # it had started: its run is kept, deleted, saying why
+            assert run.data.tags[tracking.STATUS] == "failed"
+            assert run.data.tags[tracking.ERROR] == REASON
 
 
 def _same(a: float, b: float) -> bool:
