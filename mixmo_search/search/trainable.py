@@ -92,13 +92,15 @@ def train_trial(
 
 
 def _restore(out_dir: Path) -> bool:
-    """Put the trial's last checkpoint in `out_dir` (a retry or a resumed search); whether
-    there was one to continue from."""
+    """Make `out_dir` hold exactly the checkpoint Tune restores the trial from (a retry or a
+    resumed search), or nothing; whether there is one to continue from. What an attempt Tune
+    does not know of left there (a killed driver's, a crashed retry's) goes."""
     from ray import tune
 
+    shutil.rmtree(out_dir, ignore_errors=True)
     restored = tune.get_checkpoint()
     if restored is None:
         return False
     with restored.as_directory() as folder:
-        shutil.copytree(folder, out_dir, dirs_exist_ok=True)
+        shutil.copytree(folder, out_dir)
     return (out_dir / "last.pt").exists()
