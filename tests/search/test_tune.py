@@ -173,32 +173,23 @@ def test_pareto_set_matches_non_dominated_trials_in_mlflow(search_store):
     assert "Pareto set" in search_store.log
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_interrupt_then_resume_loses_and_duplicates_nothing(tmp_path, run_tune):
+def test_interrupt_then_resume_loses_and_duplicates_nothing(tmp_path, run_tune, wait_until):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["--space", str(SPACES / "pareto_small.yaml"), "--gpus", "0", "--cpus", "2",
             "--trials", "5", "--mlflow-uri", uri, "--name", "cut"]  # fmt: skip
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "mixmo_search.tune", *args], cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=os.environ.copy(),
-    )  # fmt: skip
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "mixmo_search.tune", *args], cwd=tmp_path,
+            stdout=out, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
     search = tmp_path / "runs/searches/cut"
-
-    def some_trial_reported() -> bool:
-        return any(p.stat().st_size > 0 for p in search.glob("*/result.json"))
-
-    _wait_for(some_trial_reported, 300, "a first trial result")
+    # the first trial's first line (Tune's saved record of it comes ten seconds or so later)
+    wait_until(lambda: " started (optuna #0)" in log.read_text(), 300, "a first trial", driver)
     driver.send_signal(signal.SIGINT)  # Ctrl-C
-    output, _ = driver.communicate(timeout=300)
+    driver.wait(timeout=300)
+    output = log.read_text()
     meta = json.loads((search / "search.json").read_text())
     client, trials = _trials(uri, meta["parent_run_id"])
     assert len(trials) < 5, output[-2000:]
@@ -392,7 +383,7 @@ def test_a_failing_trial_is_recorded_with_its_reason(tmp_path, run_tune):
     assert (trials.status == "finished").sum() == 3
 
 
-def test_a_crashed_trial_retries_from_its_last_checkpoint(tmp_path):
+def test_a_crashed_trial_retries_from_its_last_checkpoint(tmp_path, wait_until):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     driver = subprocess.Popen(
         [sys.executable, "-m", "mixmo_search.tune", "--space", str(SPACES / "one_trial.yaml"),
@@ -407,7 +398,7 @@ def test_a_crashed_trial_retries_from_its_last_checkpoint(tmp_path):
         lines = files[0].read_text().splitlines() if files else []
         return [json.loads(line) for line in lines if line.strip()]
 
-    _wait_for(lambda: len(reported_epochs()) >= 3, 300, "three reported epochs")
+    wait_until(lambda: len(reported_epochs()) >= 3, 300, "three reported epochs", driver)
     os.kill(reported_epochs()[-1]["pid"], signal.SIGKILL)  # the trial's worker dies
     output, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, output[-3000:]
