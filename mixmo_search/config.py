@@ -14,6 +14,7 @@ set, a feature map left after the stem) are `preflight`'s; those of a search spa
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -359,6 +360,25 @@ def _known_corruptions(cfg: TrainConfig) -> str:
 
 RULES = (_batch_divides, _milestones_increase, _nesterov_needs_momentum, _known_model,
          _image_size_applies, _known_ood_set, _known_corruptions)  # fmt: skip
+
+
+def coerce_value(key: str, value: Any) -> Any:
+    """`value` as the typed field `section.key` holds it (e.g. 2 for a float field is 2.0),
+    or a ConfigError; a sampled value logged before its trial's config reads the same."""
+    section, _, name = key.partition(".")
+    field = SECTIONS[section].model_fields[name]
+    try:
+        return _adapter(section, name, field).validate_python(value)
+    except ValidationError as err:
+        (error,) = err.errors(include_url=False)[:1]
+        raise ConfigError(f"`{key}` {error['msg']}; got {value!r}") from None
+
+
+@functools.cache
+def _adapter(section: str, name: str, field: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Annotated[field.annotation, *field.metadata])
 
 
 # ---- the one flat <-> nested helper ----

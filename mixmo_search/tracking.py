@@ -60,8 +60,9 @@ TRIAL_RUN_ID, POLICY, CHOSEN_BY, MIN_ACC, PROMOTED_TRIAL, PROMOTE_CODE_REVISION 
 PARENT = "mlflow.parentRunId"
 # a pruned trial was stopped early by the scheduler: KILLED in the MLflow UI, and its run is
 # renamed "<trial> (pruned at epoch E)"; the `mixmo.status` tag tells it from an interruption
+# or the search's time budget (search/outcomes.py says which is which)
 TERMINAL_MLFLOW = {"finished": "FINISHED", "pruned": "KILLED", "failed": "FAILED",
-                   "interrupted": "KILLED"}  # fmt: skip
+                   "interrupted": "KILLED", "out_of_time": "KILLED"}  # fmt: skip
 
 
 # store URI scheme -> the Python driver it needs ("" for none)

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     from mixmo_search.search.plan import make_plan
     from mixmo_search.search.run import run_search
     from mixmo_search.search.space import load_space
-    from mixmo_search.search.summary import print_summary
+    from mixmo_search.search.summary import exit_code, print_summary
 
     space = load_space(args.space)
     plan = make_plan(
@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     summary = run_search(plan)
     print_summary(summary, plan)
-    if summary["interrupted"]:
-        raise SystemExit(130)  # the shell's code for Ctrl-C
+    code = exit_code(summary)  # 130 interrupted, 1 every trial failed (it says why)
+    if code:
+        raise SystemExit(code)
 
 
 def _example_trial(space: SearchSpace) -> optuna.trial.Trial:

@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,56 @@ def _run_tune(*args: str, cwd: Path, timeout: float = 900) -> subprocess.Complet
 @pytest.fixture(scope="session")
 def run_tune():
     return _run_tune
+
+
+def _wait_until(
+    condition, timeout: float, what: str, proc: subprocess.Popen | None = None, every: float = 1
+):
+    """`condition()`'s first truthy value, polled `every` s; fails after `timeout` s, or as
+    soon as `proc` (the process expected to bring it about) has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process exited ({proc.returncode}) before {what}")
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def wait_until():
+    return _wait_until
+
+
+def _asha_rule(decisions: list[dict], *, reduction_factor: float, mode: str, max_t: int) -> None:
+    """Replay asha's recorded decisions in order, each against the rule over the rung's
+    earlier records: stop exactly when the value is below the (1 - 1/reduction_factor)
+    quantile of the values recorded at that rung before it (numpy's nanpercentile, as Ray
+    computes it); every trial reaching max_t stops."""
+    import warnings
+
+    import numpy as np
+
+    sign = 1 if mode == "max" else -1
+    seen: dict[float, list[float]] = {}
+    for d in decisions:
+        if d["rung"] >= max_t:
+            assert d["stop"], d
+            continue
+        earlier = seen.setdefault(d["rung"], [])
+        with warnings.catch_warnings():  # a rung of NaN values so far: no cutoff
+            warnings.simplefilter("ignore", RuntimeWarning)
+            q = (1 - 1 / reduction_factor) * 100
+            cutoff = np.nanpercentile([sign * v for v in earlier], q) if earlier else None
+        assert d["stop"] == bool(cutoff is not None and sign * d["value"] < cutoff), (d, earlier)
+        earlier.append(d["value"])
+
+
+@pytest.fixture(scope="session")
+def asha_rule():
+    return _asha_rule
 
 
 @pytest.fixture(scope="session")

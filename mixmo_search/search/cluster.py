@@ -2,9 +2,13 @@
 
 A local search starts its own Ray bound to the loopback interface, with Ray's token
 authentication on and no dashboard: nothing it opens is reachable from another host, and a
-process on this host without the token (kept by Ray in `~/.ray/auth_token`) is refused.
+process on this host without the token (kept by Ray in `~/.ray/auth_token`) is refused. Ray
+would write that file readable by every user of the machine (0644); `private_token` writes it
+first, owner-only (0600), and tightens one found looser. When the search ends, its Ray session
+folder (logs, sockets, spilled objects: megabytes a search) is removed (`remove_session`).
 Joining a cluster (`--address`) uses that cluster's own token the way Ray looks it up
-(`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH`, then `~/.ray/auth_token`).
+(`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH`, then `~/.ray/auth_token`), and leaves the
+cluster's files alone.
 
 `check_address` runs while the search is planned, before anything is written: a cluster that
 does not answer, or a `ray://` address without Ray Client installed, is one clear error
@@ -114,13 +118,36 @@ def _current_cluster() -> str:
         ) from None
 
 
-def start_local(*, cpus: float, gpus: float) -> None:
-    """Start a private Ray with `cpus` and `gpus` (logical: Ray schedules by them)."""
+def private_token() -> Path | None:
+    """The token file a local Ray uses, made owner-only (see the module docstring); None when
+    the token comes in `RAY_AUTH_TOKEN` (no file)."""
+    import secrets
+
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    path = path.expanduser()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        return path
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_hex(32))  # as Ray makes its own: 256 random bits
+    return path
+
+
+def start_local(*, cpus: float, gpus: float) -> Path:
+    """Start a private Ray with `cpus` and `gpus` (logical: Ray schedules by them); returns
+    its session folder."""
     import math
 
     import ray
 
-    ray.init(
+    private_token()
+    context = ray.init(
         num_cpus=int(cpus),
         num_gpus=math.ceil(gpus),
         include_dashboard=False,
@@ -135,6 +162,20 @@ def start_local(*, cpus: float, gpus: float) -> None:
             f"the local Ray listens on {host}, not the loopback; call "
             "mixmo_search.search.cluster.use_local_ray_env() before importing ray"
         )
+    return Path(context.address_info["session_dir"])
+
+
+def remove_session(session: Path | None) -> None:
+    """Remove a local Ray's session folder once Ray is shut down (and its `session_latest`
+    link, if it points there)."""
+    import shutil
+
+    if session is None:
+        return
+    shutil.rmtree(session, ignore_errors=True)
+    latest = session.parent / "session_latest"
+    if latest.is_symlink() and Path(os.readlink(latest)) == session:
+        latest.unlink(missing_ok=True)
 
 
 def join(address: str) -> None:

@@ -11,7 +11,6 @@ and `--warm-start` read.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, replace
@@ -21,12 +20,12 @@ from typing import Any
 from mixmo_search import files, preflight, tracking, tracking_auth
 from mixmo_search.config import ConfigBuilder
 from mixmo_search.errors import ConfigError, UserError
-from mixmo_search.search import cluster, placement, study_storage
+from mixmo_search.search import cluster, placement, record, study_storage
 from mixmo_search.search.schema import NAME_HELP, NAME_RULE
 from mixmo_search.search.space import SearchSpace
 
 DEFAULT_STORAGE = Path("runs/searches")
-SEARCH_META = "search.json"
+SEARCH_META = record.SEARCH_META
 OPTUNA_DB = study_storage.OPTUNA_DB  # the default Optuna study, beside the trials
 # trial settings that depend on the machine a search runs from, not on the search
 MACHINE_KEYS = ("run.device", "run.threads")
@@ -156,8 +155,8 @@ def make_plan(
     machine = check_resources(space, gpus=gpus, cpus=cpus, address=address, dry_run=dry_run)
     storage_path = check_storage(storage)
     previous = check_previous(
-        storage_path / name, resume=resume, trials=trials, mlflow_uri=mlflow_uri,
-        optuna_storage=optuna_storage,
+        storage_path / name, space.path.read_text(), resume=resume, trials=trials,
+        mlflow_uri=mlflow_uri, optuna_storage=optuna_storage,
     )  # fmt: skip
     tracked = check_tracking(
         previous.mlflow_uri if previous else mlflow_uri,
@@ -318,11 +317,11 @@ class Previous:
 
 
 def check_previous(
-    path: Path, *, resume: bool, trials: int | None, mlflow_uri: str | None,
+    path: Path, space_text: str, *, resume: bool, trials: int | None, mlflow_uri: str | None,
     optuna_storage: str | None,
 ) -> Previous | None:  # fmt: skip
-    """A resumed search's record, checked against the flags; None for a new search, whose
-    name must be free."""
+    """A resumed search's record, checked against the space and the flags; None for a new
+    search, whose name must be free."""
     name = path.name
     if not resume:
         if path.exists():
@@ -332,6 +331,7 @@ def check_previous(
             )
         return None
     meta = read_meta(path)
+    record.check_same_space(meta, name, space_text)
     if mlflow_uri and tracking.absolute_uri(mlflow_uri) != meta["mlflow_uri"]:
         raise UserError(
             f"search {name!r} logs to {meta['mlflow_uri']}; resume it with that "
@@ -519,12 +519,5 @@ def sized_by_cluster(plan: SearchPlan) -> SearchPlan:
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    """The search's own record (`search.json`): its MLflow run, store, budget and status."""
-    file = path / SEARCH_META
-    try:
-        return json.loads(file.read_text())
-    except (OSError, ValueError, KeyError):
-        raise UserError(
-            f"no search {path.name!r} to resume in {path.parent} ({file} is missing or "
-            "unreadable); check --name and --storage"
-        ) from None
+    """The search's own record (`search.json`, checked by `search.record`), as a dict."""
+    return record.read(path).model_dump()

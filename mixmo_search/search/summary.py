@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mixmo_search.errors import EXIT_FAILED, one_line
 from mixmo_search.pareto import pareto_front
+from mixmo_search.search.outcomes import Outcome
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
 DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
 
 
-STATUSES = ("finished", "pruned", "failed", "interrupted", "running")
+STATUSES = (*(o.value for o in Outcome), "running")  # a trial's `mixmo.status` tags
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 
 
 def summarize(trials: pd.DataFrame, plan: SearchPlan) -> dict[str, Any]:
@@ -61,7 +64,17 @@ def summarize(trials: pd.DataFrame, plan: SearchPlan) -> dict[str, Any]:
         "pareto": [describe(rows[i]) for i in front],
         "by_param": _by_param(finished, space, metrics[0], modes[0]),
         "finished_run_ids": [r["run_id"] for r in rows],
+        "failures": _failures(trials),
     }
+
+
+def _failures(trials: pd.DataFrame) -> dict[str, list[str]]:
+    """{reason: the trials that failed for it}, for the failed trials."""
+    failed = trials[trials["status"] == Outcome.FAILED] if len(trials) else trials
+    found: dict[str, list[str]] = {}
+    for row in failed.to_dict("records"):
+        found.setdefault(row.get("error") or "no reason recorded", []).append(row["trial_id"])
+    return found
 
 
 def _by_param(
@@ -94,8 +107,10 @@ def format_summary(summary: dict[str, Any], plan: SearchPlan) -> str:
         "",
         f"search {summary['search']!r}: {counts['total']} trials: {counts['finished']} "
         f"finished, {counts['pruned']} pruned (stopped early), {counts['failed']} failed"
-        + (f", {counts['interrupted']} interrupted" if counts["interrupted"] else ""),
-    ]
+        + (f", {counts['interrupted']} interrupted" if counts["interrupted"] else "")
+        + (f", {counts['out_of_time']} stopped by the time budget"
+           if counts["out_of_time"] else ""),
+    ]  # fmt: skip
     best = summary["best"]
     if best is None:
         lines.append("no trial finished, so there is no best trial yet")
@@ -189,3 +204,18 @@ def _short(value: Any) -> str:
 
 def print_summary(summary: dict[str, Any], plan: SearchPlan) -> None:
     print(format_summary(summary, plan), flush=True)
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    """The search's exit code: 130 interrupted, 1 when every trial failed (each reason is
+    printed on stderr, one line each), else 0."""
+    if summary.get("interrupted"):
+        return EXIT_INTERRUPTED
+    counts = summary["counts"]
+    if counts["total"] and counts["failed"] == counts["total"]:
+        print(f"error: all {counts['total']} trials of search {summary['search']!r} failed:",
+              file=sys.stderr)  # fmt: skip
+        for reason, trials in summary["failures"].items():
+            print(f"  {one_line(reason)} (trial {', '.join(trials)})", file=sys.stderr)
+        return EXIT_FAILED
+    return 0

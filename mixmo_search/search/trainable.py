@@ -10,25 +10,30 @@ a WRN-28-10's ~440 MB to shared storage each epoch; the cadence trades that traf
 the epochs a retry trains again (resume stays exact: last.pt holds the RNG state, and best.pt
 is the one of the same epoch).
 
-A trial whose training diverges fails at once and stays failed: Tune retries failed trials
-(`FailureConfig`) from their last checkpoint, which would only diverge again, so the first
-failure leaves a note in the trial's folder and every retry fails with its reason at once.
+A deterministic error is no fault to retry: a configuration Tune would run again unchanged
+(`UserError`: a bad combination of params, missing data) or a diverged loss
+(`TrainingDiverged`) would only fail again. The trial reports it as its last result, its
+reason in one line under `outcomes.FAILED`, and returns: Tune ends it at once, and
+`outcomes.classify` calls it failed. Anything else (a crash, a lost node) raises, and Tune
+retries the trial from its last checkpoint (`FailureConfig`).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from mixmo_search.config import ConfigBuilder, TrainConfig
-from mixmo_search.errors import TrainingDiverged
+from mixmo_search.errors import TrainingDiverged, UserError, one_line
+from mixmo_search.search import outcomes
 from mixmo_search.search.placement import place_trial
 from mixmo_search.train import EpochReport, train
 
-DIVERGED_NOTE = "diverged.json"
 NODE_ID = "node_id"  # result key: the Ray node that trained this epoch
+# result key of a trial's first report (after each start): the config it trains, flat, which
+# its MLflow run logs as its params (built here, once, by the builder every check used)
+TRIAL_CONFIG = "trial_config"
 CHECKPOINT_BYTES = "checkpoint/bytes"  # result key: the size of the checkpoint handed to Tune
 
 
@@ -51,30 +56,17 @@ def train_trial(
     import ray
     from ray import tune
 
-    trial_dir = Path(tune.get_context().get_trial_dir())
-    note = trial_dir / DIVERGED_NOTE
-    if note.exists():  # a retry of a diverged trial
-        raise TrainingDiverged(**json.loads(note.read_text()))
-    out_dir = trial_dir / "train"
+    out_dir = Path(tune.get_context().get_trial_dir()) / "train"
     sampled = {k: v for k, v in config.items() if "." in k}  # config keys are section.key
     placement = place_trial(simulated=simulated_gpus)  # cuda only with a GPU from Ray
-    cfg = configs.build(
-        {**sampled, "run.out_dir": str(out_dir), "run.progress": False,
-         "run.device": placement.device}
-    )  # fmt: skip
-    resume = False
-    restored = tune.get_checkpoint()
-    if restored is not None:  # a retry or a resumed search: continue from the last epoch
-        with restored.as_directory() as folder:
-            shutil.copytree(folder, out_dir, dirs_exist_ok=True)
-        resume = (out_dir / "last.pt").exists()
     node_id = ray.get_runtime_context().get_node_id()
-    reported = 0
+    reported: list[int] = []  # the epochs reported by this run of the trial
 
     def report(epoch: EpochReport) -> None:
-        nonlocal reported
-        reported += 1
+        reported.append(epoch.epoch)
         metrics = {**epoch.metrics, "epoch": epoch.epoch, NODE_ID: node_id}
+        if len(reported) == 1:  # the config as trained, once each run of the trial
+            metrics[TRIAL_CONFIG] = cfg.flat()
         if not hands_checkpoint(epoch.epoch, cfg):
             tune.report(metrics)
             return
@@ -83,14 +75,32 @@ def train_trial(
         tune.report({**metrics, **placement.report()}, checkpoint=checkpoint)
 
     try:
-        results = train(cfg, on_epoch=report, resume=resume)
-    except TrainingDiverged as err:
-        note.write_text(
-            json.dumps({"epoch": err.epoch, "step": err.step, "loss": err.loss, "lr": err.lr})
-        )
-        raise
+        cfg = configs.build(
+            {**sampled, "run.out_dir": str(out_dir), "run.progress": False,
+             "run.device": placement.device}
+        )  # fmt: skip
+        results = train(cfg, on_epoch=report, resume=_restore(out_dir))
+    except (UserError, TrainingDiverged) as err:  # deterministic: see the module docstring
+        last = reported[-1] if reported else 0
+        tune.report({outcomes.FAILED: one_line(str(err)), "epoch": last, NODE_ID: node_id})
+        return
     if not reported:  # restored from the last epoch's checkpoint: say how it ended again
         final = {f"final/{k}": v for k, v in results.items() if k.startswith(("val/", "test/"))}
         epochs = cfg.optim.epochs
         tune.report({**final, "best_epoch": results["best_epoch"], "epoch": epochs,
-                     NODE_ID: node_id})  # fmt: skip
+                     NODE_ID: node_id, TRIAL_CONFIG: cfg.flat()})  # fmt: skip
+
+
+def _restore(out_dir: Path) -> bool:
+    """Make `out_dir` hold exactly the checkpoint Tune restores the trial from (a retry or a
+    resumed search), or nothing; whether there is one to continue from. What an attempt Tune
+    does not know of left there (a killed driver's, a crashed retry's) goes."""
+    from ray import tune
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    restored = tune.get_checkpoint()
+    if restored is None:
+        return False
+    with restored.as_directory() as folder:
+        shutil.copytree(folder, out_dir)
+    return (out_dir / "last.pt").exists()

@@ -319,24 +319,28 @@ def test_the_tracking_server_down_mid_search_loses_and_duplicates_nothing(
 def test_a_killed_driver_resumes_with_its_study_and_runs(
     ray_cluster, mlflow_server, study_database, shared, tmp_path, monkeypatch
 ):
-    """The driver is SIGKILLed while its first two trials train (two epochs reported to
-    Tune); `--resume` reattaches the study and the runs, the trials continue from their
-    checkpoints, and trials, runs, Optuna trials and metric points add up."""
+    """The driver is SIGKILLed while its first two trials train, once Tune's saved state names
+    a checkpoint of one (Tune saves it every ten seconds or so); `--resume` reattaches the
+    study and the runs, the trials continue from the checkpoints that state names (none was
+    deleted meanwhile: see search/retention.py), and trials, runs, Optuna trials and metric
+    points add up."""
     import optuna
+    from ray.tune import ExperimentAnalysis
 
     name = "driver-kill"
     args = search_args(ray_cluster, mlflow_server.uri, shared, name, "cluster_resume.yaml",
                        "--optuna-storage", study_database.url)  # fmt: skip
     driver = start(ray_cluster, args, tmp_path, tmp_path / "first.log", **study_database.env())
-    # Tune's own record as it writes it (before any copy to --storage): 2 epochs of a trial
-    staged = f"ray/session_*/artifacts/*/{name}/driver_artifacts/*/result.json"
 
-    def two_epochs() -> bool:
-        files = ray_cluster.temp_dir.glob(staged)
-        return any(len(f.read_text().splitlines()) >= 2 for f in files)
+    def a_running_trial_saved_with_a_checkpoint() -> bool:
+        try:
+            saved = ExperimentAnalysis(str(shared / name)).trials
+        except Exception:  # noqa: BLE001 - no state saved yet, or being copied in
+            return False
+        return any(t.status not in ("TERMINATED", "ERROR") and t.checkpoint for t in saved)
 
     try:
-        wait_for(two_epochs, 600, "2 epochs of a trial", driver)
+        wait_for(a_running_trial_saved_with_a_checkpoint, 600, "a saved checkpoint", driver)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=60)

@@ -144,3 +144,22 @@ def test_auto_without_a_running_cluster_says_how_to_start_one(tmp_path, monkeypa
     with pytest.raises(cluster.ClusterError, match="ray start --head"):
         cluster.check_address("auto")
     assert cluster.check_address("auto", reachable=False) == "auto"
+
+
+@pytest.mark.parametrize("mode", [None, 0o644, 0o640, 0o600, 0o666])
+def test_the_local_token_file_is_the_owner_s_only(tmp_path, monkeypatch, mode):
+    """Ray would create it 0644; a search creates it 0600 first, or tightens one it finds."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    token = tmp_path / ".ray" / "auth_token"
+    if mode is not None:
+        token.parent.mkdir()
+        token.write_text("a" * 64)
+        token.chmod(mode)
+    assert cluster.private_token() == token
+    assert token.stat().st_mode & 0o777 == 0o600
+    text = token.read_text()
+    assert text == "a" * 64 if mode is not None else len(bytes.fromhex(text)) == 32
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "0" * 64)  # a token given in the environment: no file
+    assert cluster.private_token() is None

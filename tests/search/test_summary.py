@@ -32,7 +32,7 @@ def test_a_search_with_no_finished_trial_still_summarises(tmp_path):
     summary = summarize(trials, _plan(tmp_path))
     assert summary["best"] is None and summary["by_param"] == {}
     assert summary["counts"] == {"total": 1, "finished": 0, "pruned": 1, "failed": 0,
-                                 "interrupted": 0, "running": 0}  # fmt: skip
+                                 "interrupted": 0, "out_of_time": 0, "running": 0}  # fmt: skip
     assert "no trial finished" in format_summary(
         {**summary, "interrupted": False}, _plan(tmp_path)
     )

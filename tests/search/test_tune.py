@@ -177,32 +177,23 @@ def test_pareto_set_matches_non_dominated_trials_in_mlflow(search_store):
     assert "Pareto set" in search_store.log
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_interrupt_then_resume_loses_and_duplicates_nothing(tmp_path, run_tune):
+def test_interrupt_then_resume_loses_and_duplicates_nothing(tmp_path, run_tune, wait_until):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["--space", str(SPACES / "pareto_small.yaml"), "--gpus", "0", "--cpus", "2",
             "--trials", "5", "--mlflow-uri", uri, "--name", "cut"]  # fmt: skip
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "mixmo_search.tune", *args], cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=os.environ.copy(),
-    )  # fmt: skip
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "mixmo_search.tune", *args], cwd=tmp_path,
+            stdout=out, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
     search = tmp_path / "runs/searches/cut"
-
-    def some_trial_reported() -> bool:
-        return any(p.stat().st_size > 0 for p in search.glob("*/result.json"))
-
-    _wait_for(some_trial_reported, 300, "a first trial result")
+    # the first trial's first line (Tune's saved record of it comes ten seconds or so later)
+    wait_until(lambda: " started (optuna #0)" in log.read_text(), 300, "a first trial", driver)
     driver.send_signal(signal.SIGINT)  # Ctrl-C
-    output, _ = driver.communicate(timeout=300)
+    driver.wait(timeout=300)
+    output = log.read_text()
     meta = json.loads((search / "search.json").read_text())
     client, trials = _trials(uri, meta["parent_run_id"])
     assert len(trials) < 5, output[-2000:]
@@ -332,6 +323,7 @@ def test_a_diverged_trial_is_a_failed_trial_everywhere(tmp_path, run_tune):
                     "--mlflow-uri", uri, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "1 finished" in done.stdout and "1 failed" in done.stdout
+    assert "retried" not in done.stdout  # deterministic: failed at once, no retry
     search = tmp_path / "runs/searches/diverging"
     meta = json.loads((search / "search.json").read_text())
     client, trials = _trials(uri, meta["parent_run_id"])
@@ -373,6 +365,28 @@ def test_resuming_a_finished_search_changes_nothing(search_store, tmp_path, run_
     assert meta["status"] == "finished"
 
 
+def test_a_search_whose_every_trial_fails_exits_1_with_the_reasons(tmp_path, run_tune):
+    """Four invalid combinations, each failing as its trial starts: at once (Tune retries
+    none), FAIL in Optuna with the reason, and exit 1 with each reason on a line."""
+    import optuna
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_tune("--space", str(SPACES / "all_failing.yaml"), "--gpus", "0", "--cpus", "1",
+                    "--mlflow-uri", uri, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "4 trials: 0 finished, 0 pruned (stopped early), 4 failed" in done.stdout
+    assert "retried" not in done.stdout and "Traceback" not in done.stderr
+    reasons = done.stderr.splitlines()
+    assert reasons[0] == "error: all 4 trials of search 'all-failing' failed:", reasons
+    assert len(reasons) == 5 and all("must be a multiple of" in r for r in reasons[1:])
+    search = tmp_path / "runs/searches/all-failing"
+    assert not list(search.glob("*/error.txt"))  # no trial errored in Tune: none retried
+    study = optuna.load_study(study_name="all-failing", storage=f"sqlite:///{search}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 4
+    assert all("must be a multiple of" in t.user_attrs["mixmo.reason"] for t in study.trials)
+    assert study.metric_names == ["val/acc"]  # optuna-dashboard names the objective
+
+
 def test_a_failing_trial_is_recorded_with_its_reason(tmp_path, run_tune):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     done = run_tune("--space", str(SPACES / "failing_combo.yaml"), "--gpus", "0",
@@ -391,7 +405,7 @@ def test_a_failing_trial_is_recorded_with_its_reason(tmp_path, run_tune):
     assert (trials.status == "finished").sum() == 3
 
 
-def test_a_crashed_trial_retries_from_its_last_checkpoint(tmp_path):
+def test_a_crashed_trial_retries_from_its_last_checkpoint(tmp_path, wait_until):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     driver = subprocess.Popen(
         [sys.executable, "-m", "mixmo_search.tune", "--space", str(SPACES / "one_trial.yaml"),
@@ -406,7 +420,7 @@ def test_a_crashed_trial_retries_from_its_last_checkpoint(tmp_path):
         lines = files[0].read_text().splitlines() if files else []
         return [json.loads(line) for line in lines if line.strip()]
 
-    _wait_for(lambda: len(reported_epochs()) >= 3, 300, "three reported epochs")
+    wait_until(lambda: len(reported_epochs()) >= 3, 300, "three reported epochs", driver)
     os.kill(reported_epochs()[-1]["pid"], signal.SIGKILL)  # the trial's worker dies
     output, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, output[-3000:]
