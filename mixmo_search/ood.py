@@ -18,7 +18,6 @@ PATH/test/<class>/ like `data.name=imagefolder`.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import torch
@@ -49,7 +48,7 @@ def load_ood(data: DataConfig, like: Dataset) -> OodSets:
     elif data.ood == "svhn":
         val, test = _svhn(data)
     elif data.ood in ("cifar10", "cifar100"):
-        val, test = _torchvision_set(dataclasses.replace(data, name=data.ood, ood=""))
+        val, test = _torchvision_set(data.model_copy(update={"name": data.ood, "ood": ""}))
     elif data.ood.startswith(OOD_FOLDER):
         root = data.ood.removeprefix(OOD_FOLDER)
         folder = DataConfig(name="imagefolder", root=root, image_size=like.image_size)

@@ -30,13 +30,13 @@ def test_photo_tiles_split_into_disjoint_halves():
 
 def test_sklearn_photos_in_the_format_of_digits(digits):
     data, ds = digits
-    sets = load_ood(dataclasses.replace(data, ood="sklearn-photos"), ds)
+    sets = load_ood(data.model_copy(update={"ood": "sklearn-photos"}), ds)
     assert sets.val.shape == sets.test.shape == (260, 1, 8, 8)  # fewer than 300 / 360: all
     small = dataclasses.replace(ds, val=dataclasses.replace(
         ds.val, images=ds.val.images[:50], labels=ds.val.labels[:50]))  # fmt: skip
-    assert len(load_ood(dataclasses.replace(data, ood="sklearn-photos"), small).val) == 50
+    assert len(load_ood(data.model_copy(update={"ood": "sklearn-photos"}), small).val) == 50
     assert sets.val.dtype == sets.test.dtype == torch.uint8
-    again = load_ood(dataclasses.replace(data, ood="sklearn-photos"), ds)
+    again = load_ood(data.model_copy(update={"ood": "sklearn-photos"}), ds)
     assert torch.equal(again.val, sets.val)  # the same images in every trial
 
 
@@ -58,7 +58,7 @@ def test_an_image_folder_gives_val_from_train_and_test_from_test(digits, tmp_pat
         folder.mkdir(parents=True)
         for k in range(3):
             Image.fromarray(np.full((16, 16, 3), shade + k, np.uint8)).save(folder / f"{k}.png")
-    sets = load_ood(dataclasses.replace(data, ood=f"imagefolder:{tmp_path}"), ds)
+    sets = load_ood(data.model_copy(update={"ood": f"imagefolder:{tmp_path}"}), ds)
     assert sets.val.shape == sets.test.shape == (3, 1, 8, 8)
     assert sets.val.max() < 20 and sets.test.min() > 230
 
@@ -66,6 +66,6 @@ def test_an_image_folder_gives_val_from_train_and_test_from_test(digits, tmp_pat
 def test_a_missing_published_set_is_one_clear_error(digits, tmp_path):
     data, ds = digits
     for name in ("svhn", "cifar10"):
-        request = dataclasses.replace(data, ood=name, root=str(tmp_path), download=False)
+        request = data.model_copy(update={"ood": name, "root": str(tmp_path), "download": False})
         with pytest.raises(DataError, match="data.download"):
             load_ood(request, ds)

@@ -111,7 +111,7 @@ def test_a_dry_run_plans_gpus_this_machine_does_not_have(share, at_once, tmp_pat
     assert done.returncode == 0, done.stderr
     plan = f"{share:g} GPU + 4 CPU a trial on cuda; up to {at_once} at a time (8 GPU, 128 CPU"
     assert plan in done.stdout
-    assert '"run.device": "cuda"' in done.stdout
+    assert "    run: seed=0, protocol=holdout, device=cuda," in done.stdout  # the example trial
     assert "dry run: nothing was started or written" in done.stdout
     if not torch.cuda.is_available():
         assert "note: planned for 8 GPUs but this machine has 0 CUDA device(s)" in done.stdout
