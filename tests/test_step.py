@@ -80,6 +80,34 @@ def test_the_loss_is_the_reweighted_cross_entropy_of_the_mixed_features(n_member
     assert loss.item() == pytest.approx(total.mean().item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("n_members", [1, 2, 3])
+@pytest.mark.parametrize("input_mix", ["none", "cutmix"])
+def test_each_member_trains_on_its_own_images_and_labels(n_members, input_mix):
+    """Member k's input is the image at idx[k] and its label that image's label; with input
+    mixing its partner label is the label of the image pasted into member k's input."""
+    plain = ("data.crop_padding=0", "data.flip=false", f"model.n_members={n_members}")
+    cfg = _cfg(*plain, f"mixing.input_mix={input_mix}", "mixing.input_mix_prob=1.0")
+    split = _images(256, channels=3)
+    idx, batch = _batch(cfg, split, p=1.0, n_members=n_members)
+    assert torch.equal(batch.labels, split.labels[idx])
+    normalize = Normalizer((0.5,) * 3, (0.25,) * 3, "cpu")
+    own = normalize(split.images[idx.flatten()]).view(batch.images.shape)
+    if input_mix == "none":
+        assert torch.equal(batch.images, own)
+        return
+    # where a member's input differs from its own image it shows its partner's image
+    shown = (batch.images == own).all(dim=2)  # (M, B, H, W)
+    assert shown.any() and (~shown).any()
+    for k in range(n_members):
+        for b in range(0, batch.images.shape[1], 7):
+            pasted = ~shown[k, b]
+            if pasted.any():
+                partner = split.images[split.labels == batch.partner_labels[k, b]]
+                candidates = normalize(partner)[:, :, pasted]  # (n, C, pixels)
+                seen = batch.images[k, b][:, pasted]
+                assert (candidates == seen).all(dim=(1, 2)).any(), (k, b)
+
+
 def test_cutmix_targets_are_the_visible_fraction_of_each_source():
     no_pad = ("optim.batch_repeat=1", "data.crop_padding=0")  # no zero border both images share
     cfg = _cfg("mixing.input_mix=cutmix", "mixing.input_mix_prob=0.8", *no_pad)
