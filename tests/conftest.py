@@ -14,7 +14,29 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.waiting import scaled
+
 SPACES = Path(__file__).parent / "spaces"
+TESTS = Path(__file__).parent
+
+# Tiers (pyproject.toml's markers; `make test-quick` deselects them): whole folders and
+# files by path here, single slow tests by their own @pytest.mark.slow.
+TIER_OF_PATH = {
+    "cluster/": "cluster",
+    "app/test_dashboard_browser.py": "browser",
+    "search/test_tune.py": "slow",  # each test runs real searches through the CLI
+}
+SEARCH_FIXTURES = {"search_store", "ensemble_store", "private_store", "run_tune"}  # a search
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path.relative_to(TESTS).as_posix()
+        for prefix, marker in TIER_OF_PATH.items():
+            if path.startswith(prefix):
+                item.add_marker(marker)
+        if SEARCH_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker("slow")  # the session's real search runs before it
 
 
 @dataclass(frozen=True)
@@ -34,7 +56,7 @@ def _run_tune(*args: str, cwd: Path, timeout: float = 900) -> subprocess.Complet
     """`python -m mixmo_search.tune ARGS` in `cwd`, as a user would run it."""
     return subprocess.run(
         [sys.executable, "-m", "mixmo_search.tune", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, capture_output=True, text=True, timeout=scaled(timeout),
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
 

@@ -34,6 +34,7 @@ from mixmo_search.train import (
     make_optimizer,
     train,
 )
+from tests.waiting import scaled
 
 METRICS = (
     "acc",
@@ -233,11 +234,11 @@ def test_cli_writes_metrics_and_rejects_bad_keys(tmp_path):
         "--set",
         "run.progress=false",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=scaled(300))
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
     bad = subprocess.run(
-        cmd + ["--set", "optim.lrr=1"], capture_output=True, text=True, timeout=300
+        cmd + ["--set", "optim.lrr=1"], capture_output=True, text=True, timeout=scaled(300)
     )
     assert bad.returncode == 2
     assert "optim.lrr" in bad.stderr and "allowed keys" in bad.stderr

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import psutil
+
+from tests.waiting import scaled, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,10 +26,9 @@ def test_the_dashboard_listens_on_loopback_only_by_default(tmp_path, free_port):
             env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'none.db'}"},
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 90  # a cold start on a busy 2-core machine
-            while not _healthy(free_port):
-                assert time.monotonic() < deadline and server.poll() is None, log_path.read_text()
-                time.sleep(0.5)
+            # a cold start on a busy 2-core machine takes a while
+            wait_until(lambda: _healthy(free_port, server, log_path), 90,
+                       f"streamlit's health check on 127.0.0.1:{free_port}")  # fmt: skip
             listening = {
                 conn.laddr.ip
                 for conn in psutil.Process(server.pid).net_connections(kind="inet")
@@ -36,13 +36,14 @@ def test_the_dashboard_listens_on_loopback_only_by_default(tmp_path, free_port):
             }
         finally:
             server.terminate()
-            server.wait(timeout=20)
+            server.wait(timeout=scaled(20))
     assert listening == {"127.0.0.1"}, listening
 
 
-def _healthy(port: int) -> bool:
+def _healthy(port: int, server: subprocess.Popen, log_path: Path) -> bool:
+    assert server.poll() is None, f"streamlit exited:\n{log_path.read_text()}"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=scaled(2)):
             return True
     except OSError:  # not listening yet, or not healthy yet
         return False
