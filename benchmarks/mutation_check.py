@@ -176,9 +176,9 @@ MUTATIONS: tuple[Mutation, ...] = (
       equivalent="member 0's slots are permuted right after, so the order of the repeats "
       "within a batch is lost either way"),
     M("members-share-one-reshuffle", DAT,
-      "member0.gather(1, _row_permutations(steps, batch_size, device))\n        for _",
-      "member0.gather(1, _row_permutations(1, batch_size, device).expand(steps, -1))\n"
-      "        for _", DATA),
+      "    others = [\n        member0.gather(1, _row_permutations(steps, batch_size, device))\n",
+      "    shared = _row_permutations(steps, batch_size, device)\n"
+      "    others = [\n        member0.gather(1, shared)\n", DATA),
     M("input-repetition-drawn-per-member", DAT,
       "others = [torch.where(same, member0, shuffled) for shuffled in others]",
       "others = [torch.where(torch.rand_like(same, dtype=torch.float) < input_repeat, member0,"

@@ -108,23 +108,28 @@ def test_each_member_trains_on_its_own_images_and_labels(n_members, input_mix):
                 assert (candidates == seen).all(dim=(1, 2)).any(), (k, b)
 
 
-def test_cutmix_targets_are_the_visible_fraction_of_each_source():
+@pytest.mark.parametrize("seed", range(8))
+def test_cutmix_targets_are_the_visible_fraction_of_each_source(seed):
     no_pad = ("optim.batch_repeat=1", "data.crop_padding=0")  # no zero border both images share
     cfg = _cfg("mixing.input_mix=cutmix", "mixing.input_mix_prob=0.8", *no_pad)
     split = _images(128, channels=3)
-    _, batch = _batch(cfg, split, p=1.0)
-    clean = _batch(_cfg(*no_pad), split, p=1.0)[1]  # the same draws, without input mixing
+    _, batch = _batch(cfg, split, p=1.0, seed=seed)
+    clean = _batch(_cfg(*no_pad), split, p=1.0, seed=seed)[1]  # the same draws, unmixed
     assert torch.equal(clean.labels, batch.labels)
     # where the mixed image still shows the member's own (augmented) pixels, the own image is
     # visible; the partner shows elsewhere (random RGB pixels: equal by chance ~1 in 2^24)
     own_pixels = (batch.images == clean.images).all(dim=2, keepdim=True).float()  # (M,B,1,H,W)
     kept = batch.mix.masks.expand_as(own_pixels)  # the region each member keeps after MixMo
-    visible = (own_pixels * kept).sum(dim=(2, 3, 4)) / kept.sum(dim=(2, 3, 4))
+    keeps = kept.sum(dim=(2, 3, 4))  # 0 for a member whose mask is empty (an empty box)
+    visible = (own_pixels * kept).sum(dim=(2, 3, 4)) / keeps.clamp(min=1e-12)
     mixed = own_pixels.mean(dim=(2, 3, 4)) < 1
     assert mixed.any() and (~mixed).any()
-    assert torch.allclose(batch.own_share[mixed], visible[mixed], atol=1e-6)
+    seen = mixed & (keeps > 0)  # what a member keeps nothing of has no visible fraction
+    assert torch.allclose(batch.own_share[seen], visible[seen], atol=1e-6)
     assert (batch.own_share[mixed] >= 0.5).all()  # the own image is the primary source
-    assert (batch.own_share[~mixed] == 1).all()
+    # unchanged inputs are unmixed, unless mixed with themselves (a partner is any image)
+    itself = batch.partner_labels == batch.labels
+    assert (batch.own_share[~mixed & ~itself] == 1).all()
 
 
 def test_each_members_mask_multiplies_that_members_features():
