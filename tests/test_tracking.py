@@ -82,6 +82,7 @@ def _open_at_once(uri: str, barrier: multiprocessing.synchronize.Barrier, out) -
         out.put(f"{type(err).__name__}: {err}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attempt", range(3))
 def test_many_processes_creating_one_new_store_take_turns(tmp_path, attempt):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -118,6 +119,7 @@ print("dashboard saw", seen, "searches")
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attempt", range(3))
 def test_two_searches_and_the_dashboard_on_one_new_store_at_once(tmp_path, attempt):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -69,12 +69,14 @@ def quick_run(tmp_path_factory):
     return cfg, train(cfg, on_epoch=reports.append), reports
 
 
+@pytest.mark.slow
 def test_digits_reaches_95_percent_with_two_members(quick_run):
     cfg, results, _ = quick_run
     assert results["test/acc"] >= 0.95
     assert min(results["test/acc_member0"], results["test/acc_member1"]) >= 0.9
 
 
+@pytest.mark.slow
 def test_metrics_json_holds_every_metric(quick_run):
     cfg, results, _ = quick_run
     written = json.loads((Path(cfg.run.out_dir) / "metrics.json").read_text())
@@ -86,6 +88,7 @@ def test_metrics_json_holds_every_metric(quick_run):
     assert written["val/nll_ts"] <= written["val/nll"] + 1e-9
 
 
+@pytest.mark.slow
 def test_predictions_are_stored_per_split(quick_run):
     cfg, results, _ = quick_run
     for split, size in (("val", 300), ("test", 360)):
@@ -95,6 +98,7 @@ def test_predictions_are_stored_per_split(quick_run):
         assert acc == pytest.approx(results[f"{split}/acc"], abs=1e-2)
 
 
+@pytest.mark.slow
 def test_on_epoch_reports_every_epoch_with_a_checkpoint(quick_run):
     cfg, _, reports = quick_run
     assert [r.epoch for r in reports] == list(range(1, cfg.optim.epochs + 1))
@@ -217,6 +221,7 @@ def test_sgd_weight_decay_is_the_gradient_of_the_recipes_l2_term():
         torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_cli_writes_metrics_and_rejects_bad_keys(tmp_path):
     out = tmp_path / "cli"
     cmd = [
@@ -257,6 +262,7 @@ def test_a_diverging_loss_stops_the_run_at_once_and_keeps_nothing(tmp_path):
     assert not out.exists() or not any(out.rglob("*.pt")) and not (out / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_divergence_is_caught_within_a_check_interval(tmp_path):
     """A loss that blows up after a healthy start is caught, at the step it went bad."""
     cfg = _cfg(tmp_path, "optim.lr=1000", "optim.warmup_epochs=2", "optim.epochs=2")
@@ -295,6 +301,7 @@ def _evaluated(cfg, weights: dict, ds, split: str, temperature: float | None = N
     return metrics
 
 
+@pytest.mark.slow
 def test_the_kept_epoch_is_the_best_on_validation_when_test_prefers_another(tmp_path):
     """Selection reads validation only. The test images are filed under what the network
     predicts after one epoch, so test prefers epoch 1 while validation prefers a later one:
@@ -446,6 +453,7 @@ def test_cli_failures_are_one_line_and_non_zero(tmp_path, argv, code, expected):
     assert not (tmp_path / "out" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_the_paper_protocol_trains_on_everything_and_reports_the_last_epoch(tmp_path):
     holdout = _cfg(tmp_path, "optim.epochs=2", name="holdout")
     paper = _cfg(tmp_path, "optim.epochs=2", "run.protocol=paper", name="paper")

@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.waiting import scaled
 
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 
 
+@pytest.mark.slow
 def test_the_quick_device_check_runs_every_section_on_the_cpu(tmp_path):
     out = tmp_path / "report"
     done = subprocess.run(

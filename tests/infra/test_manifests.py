@@ -221,6 +221,7 @@ def test_the_ray_cluster_uses_token_auth_the_image_and_the_shared_volume():
     assert int(gpus) > 0 and worker["minReplicas"] <= worker["maxReplicas"]
 
 
+@pytest.mark.slow
 def test_the_ray_job_runs_a_search_the_cli_accepts(tmp_path):
     """The RayJob's entrypoint, through the real CLI's --dry-run (it starts nothing)."""
     job, cluster = _load(K8S / "rayjob.yaml"), _load(K8S / "raycluster.yaml")

@@ -63,6 +63,7 @@ def _output(proc: subprocess.Popen, *, timeout: float) -> str:
         return proc.communicate()[0]
 
 
+@pytest.mark.slow
 def test_a_local_search_listens_on_loopback_only_and_refuses_clients_without_its_token(
     tmp_path,
 ):

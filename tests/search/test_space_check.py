@@ -86,6 +86,7 @@ def _drawn_configs(space: SearchSpace, n_trials: int) -> list[TrainConfig]:
     return configs
 
 
+@pytest.mark.slow
 @settings(max_examples=100, **CASE_SETTINGS)
 @given(params=spaces)
 def test_an_accepted_space_draws_only_trials_that_can_train(params, tmp_path_factory):
@@ -116,6 +117,7 @@ NUMERIC = st.fixed_dictionaries({}, optional={
 })  # fmt: skip
 
 
+@pytest.mark.slow
 @settings(max_examples=6, **CASE_SETTINGS)
 @given(params=NUMERIC.filter(bool))
 def test_accepted_spaces_really_train(params, tmp_path_factory):

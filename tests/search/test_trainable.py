@@ -34,6 +34,7 @@ def test_checkpoints_every_n_epochs_and_at_the_last(every, epochs, handed):
     assert [e for e in range(1, epochs + 1) if hands_checkpoint(e, cfg)] == handed
 
 
+@pytest.mark.slow
 def test_a_trial_killed_between_checkpoints_resumes_exactly(tmp_path):
     """Killed after epoch 5 (checkpoints at 4, 8, 9), the trial retries from epoch 4 and ends
     with the same metrics, to the bit, as a training that was never interrupted."""
