@@ -26,7 +26,8 @@ TIER_OF_PATH = {
     "app/test_dashboard_browser.py": "browser",
     "search/test_tune.py": "slow",  # each test runs real searches through the CLI
 }
-SEARCH_FIXTURES = {"search_store", "ensemble_store", "private_store", "run_tune"}  # a search
+# a real search, or the tune CLI in a subprocess
+SEARCH_FIXTURES = {"search_store", "ensemble_store", "private_store", "run_tune"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -36,7 +37,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if path.startswith(prefix):
                 item.add_marker(marker)
         if SEARCH_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker("slow")  # the session's real search runs before it
+            item.add_marker("slow")
 
 
 @dataclass(frozen=True)

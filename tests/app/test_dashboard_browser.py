@@ -67,7 +67,7 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
     def healthy() -> bool:
         assert server.poll() is None, f"streamlit exited:\n{log.read_text()}"
         try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=scaled(2)):
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
                 return True
         except OSError:  # not listening yet, or not healthy yet
             return False

@@ -18,7 +18,6 @@ import yaml
 from mixmo_search import tracking
 from mixmo_search.errors import UserError
 from mixmo_search.search import SpaceError, load_space, placement
-from tests.waiting import scaled
 
 SHIPPED = Path(__file__).parents[2] / "search_spaces"
 LOGICAL_GPUS = 2
@@ -108,7 +107,7 @@ def test_a_dry_run_plans_gpus_this_machine_does_not_have(share, at_once, tmp_pat
     path = tmp_path / "cutmix.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     done = run_tune("--space", str(path), "--gpus", "8", "--cpus", "128", "--dry-run",
-                    cwd=tmp_path, timeout=scaled(300))  # fmt: skip
+                    cwd=tmp_path, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     plan = f"{share:g} GPU + 4 CPU a trial on cuda; up to {at_once} at a time (8 GPU, 128 CPU"
     assert plan in done.stdout
