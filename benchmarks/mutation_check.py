@@ -260,7 +260,12 @@ MUTATIONS: tuple[Mutation, ...] = (
       "weight_decay=2 * cfg.optim.l2", OPTIMIZER),
     M("nesterov-ignored", TRN, "nesterov=cfg.optim.nesterov,", "nesterov=False,", OPTIMIZER),
     M("selection-on-test", TRN,
-      "                ds.val.images,\n", "                ds.test.images,\n", SELECTION),
+      "ds.val.images,\n                normalize,\n                cfg.run.eval_batch_size,\n"
+      "                precision=cfg.run.precision,\n            )\n"
+      "            metrics.update(evaluate(val_logits, ds.val.labels,",
+      "ds.test.images,\n                normalize,\n                cfg.run.eval_batch_size,\n"
+      "                precision=cfg.run.precision,\n            )\n"
+      "            metrics.update(evaluate(val_logits, ds.test.labels,", SELECTION),
     M("best-epoch-recorded-0-based", TRN,
       'best_acc, best_epoch = metrics["val/acc"], epoch + 1',
       'best_acc, best_epoch = metrics["val/acc"], epoch', SELECTION),
