@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench dashboard
+.PHONY: run test test-quick lint bench dashboard
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,6 +18,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# the development loop: no real search, multi-node cluster, browser or long training
+test-quick: $(VENV)/.installed
+	$(PY) -m pytest -m "not slow and not cluster and not browser"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -28,22 +28,23 @@ def epoch_indices(
     Each batch holds B/b unique images, each repeated b times *by index* so that repeats are
     augmented independently; an epoch therefore has b times the steps of a vanilla one.
     Member 0 sees a random permutation of the slots, member k that list permuted again; a
-    fraction `input_repeat` of slots keeps member 0's index for every member. The last
-    partial batch is dropped so that every step has the same shape.
+    fraction `input_repeat` of slots gives every member member 0's index (one draw per slot,
+    shared by all members, §Training step 2). The last partial batch is dropped so that every
+    step has the same shape.
     """
     unique = batch_size // batch_repeat
     steps = n_images // unique
     order = torch.randperm(n_images, device=device)[: steps * unique]
     slots = order.view(steps, unique).repeat_interleave(batch_repeat, dim=1)  # (S, B)
     member0 = slots.gather(1, _row_permutations(steps, batch_size, device))
-    members = [member0]
-    for _ in range(1, n_members):
-        shuffled = member0.gather(1, _row_permutations(steps, batch_size, device))
-        if input_repeat > 0:
-            same = torch.rand(steps, batch_size, device=device) < input_repeat
-            shuffled = torch.where(same, member0, shuffled)
-        members.append(shuffled)
-    return torch.stack(members, dim=1)  # (S, M, B)
+    others = [
+        member0.gather(1, _row_permutations(steps, batch_size, device))
+        for _ in range(1, n_members)
+    ]
+    if input_repeat > 0 and others:
+        same = torch.rand(steps, batch_size, device=device) < input_repeat  # (S, B)
+        others = [torch.where(same, member0, shuffled) for shuffled in others]
+    return torch.stack([member0, *others], dim=1)  # (S, M, B)
 
 
 def _row_permutations(rows: int, width: int, device: torch.device) -> Tensor:

@@ -8,14 +8,37 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests import waiting
+from tests.waiting import scaled
+
 SPACES = Path(__file__).parent / "spaces"
+TESTS = Path(__file__).parent
+
+# Tiers (pyproject.toml's markers; `make test-quick` deselects them): whole folders and
+# files by path here, single slow tests by their own @pytest.mark.slow.
+TIER_OF_PATH = {
+    "cluster/": "cluster",
+    "app/test_dashboard_browser.py": "browser",
+    "search/test_tune.py": "slow",  # each test runs real searches through the CLI
+}
+# a real search, or the tune CLI in a subprocess
+SEARCH_FIXTURES = {"search_store", "ensemble_store", "private_store", "run_tune"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path.relative_to(TESTS).as_posix()
+        for prefix, marker in TIER_OF_PATH.items():
+            if path.startswith(prefix):
+                item.add_marker(marker)
+        if SEARCH_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker("slow")
 
 
 @dataclass(frozen=True)
@@ -35,7 +58,7 @@ def _run_tune(*args: str, cwd: Path, timeout: float = 900) -> subprocess.Complet
     """`python -m mixmo_search.tune ARGS` in `cwd`, as a user would run it."""
     return subprocess.run(
         [sys.executable, "-m", "mixmo_search.tune", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, capture_output=True, text=True, timeout=scaled(timeout),
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
 
@@ -48,17 +71,16 @@ def run_tune():
 def _wait_until(
     condition, timeout: float, what: str, proc: subprocess.Popen | None = None, every: float = 1
 ):
-    """`condition()`'s first truthy value, polled `every` s; fails after `timeout` s, or as
-    soon as `proc` (the process expected to bring it about) has exited."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """`condition()`'s first truthy value, polled `every` s (tests.waiting.wait_until, so the
+    timeout scales); fails as soon as `proc` (the process expected to bring it about) exits."""
+
+    def check():
         found = condition()
-        if found:
-            return found
-        if proc is not None and proc.poll() is not None:
+        if not found and proc is not None and proc.poll() is not None:
             raise AssertionError(f"the process exited ({proc.returncode}) before {what}")
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        return found
+
+    return waiting.wait_until(check, timeout, what, interval=every)
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from mixmo_search.errors import ConfigError
 from mixmo_search.models import create_model
 from mixmo_search.preflight import check_config
 from mixmo_search.train import main as train_main
+from tests.waiting import scaled
 
 CLASSES = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200, "digits": 10}
 CHANNELS = {"digits": 1}
@@ -259,7 +260,7 @@ def test_a_bad_override_is_one_line_through_the_cli(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "mixmo_search.train", "--preset", "digits_quick",
          "--set", "optim.lr=["],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True, text=True, timeout=scaled(300), cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [

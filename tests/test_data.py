@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+
+import pytest
 import torch
 
 from mixmo_search.data import Normalizer, augmented, crop_flip, epoch_indices
@@ -47,6 +50,31 @@ def test_input_repetition_shares_a_fraction_of_slots():
     idx = _indices(b=2, rho=0.6)
     same = (idx[:, 0] == idx[:, 1]).float().mean().item()
     assert 0.55 < same < 0.7
+
+
+@pytest.mark.parametrize("members", [2, 3, 4])
+def test_every_member_reshuffles_the_same_images_on_its_own(members):
+    """Member k >= 1 sees member 0's images in its own order: the same multiset each step,
+    and no two members share their slot order (their draws are independent)."""
+    idx = _indices(b=2, members=members)
+    for step in idx[:8]:
+        for member in step[1:]:
+            assert torch.equal(member.sort().values, step[0].sort().values)
+    for k, other in itertools.combinations(range(members), 2):
+        same = (idx[:, k] == idx[:, other]).float().mean().item()
+        assert same < 0.15, f"members {k} and {other} share {same:.0%} of their slots"
+
+
+@pytest.mark.parametrize("members", [2, 3, 4])
+@pytest.mark.parametrize("rho", [0.3, 0.6])
+def test_input_repetition_gives_all_members_the_same_image(members, rho):
+    """§Training step 2: a fraction rho of slots gives *all* members one image (one draw per
+    slot, not one per member); the other slots stay reshuffled."""
+    idx = _indices(b=2, members=members, rho=rho)
+    all_same = (idx == idx[:, :1]).all(dim=1).float().mean().item()
+    assert rho - 0.05 < all_same < rho + 0.06  # + chance coincidences (~b/B per member)
+    for k in range(1, members):
+        assert rho - 0.05 < (idx[:, k] == idx[:, 0]).float().mean().item() < rho + 0.06
 
 
 def test_repeats_are_independently_augmented():

@@ -23,6 +23,7 @@ from mixmo_search import datasets, images
 from mixmo_search.config import DataConfig
 from mixmo_search.datasets import Dataset, DatasetShape, Split, describe_dataset, load_dataset
 from mixmo_search.errors import DataError
+from tests.waiting import scaled
 
 # One solid colour per class; class2 is saved as grayscale to check the conversion to RGB.
 MODES_COLORS = [("RGB", (255, 0, 0)), ("RGB", (0, 255, 0)), ("L", 128)]
@@ -347,7 +348,7 @@ def test_damaged_images_through_the_train_cli_are_one_line(tmp_path):
         [sys.executable, "-m", "mixmo_search.train", "--preset", "digits_quick",
          "--set", "data.name=imagefolder", "--set", f"data.root={tmp_path / 'data'}",
          "--set", "data.val_size=2", "--set", f"run.out_dir={tmp_path / 'out'}"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=scaled(300),
     )  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()

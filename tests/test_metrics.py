@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mixmo_search.metrics import (
     brier,
@@ -70,6 +71,15 @@ def test_ece_matches_per_bin_definition_on_random_probs():
             gap = (correct[in_bin].mean() - confidence[in_bin].mean()).abs()
             expected += float(gap) * float(in_bin.double().mean())
     assert ece(probs, labels) == pytest.approx(expected)
+
+
+def test_a_confidence_on_a_bin_edge_belongs_to_the_lower_bin():
+    """Bins are right-closed, (b/15, (b+1)/15], as in Guo et al.: a confidence exactly on the
+    edge 10/15 is binned with those below it, not with 0.7 in the bin above."""
+    edge = torch.linspace(0.0, 1.0, 16, dtype=torch.float64)[10]
+    probs = torch.tensor([[edge, 1 - edge], [0.7, 0.3]], dtype=torch.float64)
+    labels = torch.tensor([0, 1])  # the edge sample right, the 0.7 one wrong
+    assert ece(probs, labels) == pytest.approx((abs(edge - 1) + 0.7) / 2)
 
 
 def test_ece_is_zero_when_confidence_matches_accuracy():
@@ -160,6 +170,45 @@ def test_evaluate_key_set_finite_values_and_scaled_nll_not_worse():
     assert 0.0 <= metrics["val/acc"] <= metrics["val/top5"] <= 1.0
     assert metrics["val/member_acc_mean"] == pytest.approx(
         sum(metrics[f"val/acc_member{k}"] for k in range(3)) / 3
+    )
+
+
+def _hand_fitted_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The NLL-minimising T on a grid of log T, step 1e-4, then the best point's neighbours:
+    an independent fit (no golden section), exact to about 1e-4 relative."""
+    grid = torch.arange(math.log(0.2), math.log(10.0), 1e-4, dtype=torch.float64)
+    losses = torch.stack(
+        [F.cross_entropy(logits / t.exp(), labels) for t in grid.split(1)[::10]]
+    )  # coarse pass over every 10th point, then the fine grid around its best
+    best = int(losses.argmin()) * 10
+    fine = grid[max(0, best - 10) : best + 11]
+    losses = torch.stack([F.cross_entropy(logits / t.exp(), labels) for t in fine.split(1)])
+    return float(fine[int(losses.argmin())].exp())
+
+
+@pytest.mark.parametrize("overconfidence", [0.5, 2.5])
+def test_temperature_scaled_metrics_use_a_hand_fitted_temperature(overconfidence):
+    """On validation, `evaluate` fits T itself: it must be the hand-fitted NLL minimiser, and
+    nll_ts and ece_ts the metrics of softmax(ensemble logits / T)."""
+    logits, labels = calibrated_logits(3_000, 10, seed=6)
+    gen = torch.Generator().manual_seed(7)
+    member_logits = overconfidence * logits + 0.3 * torch.randn(3, *logits.shape, generator=gen)
+    ensemble = member_logits.double().mean(0)
+    hand = _hand_fitted_temperature(ensemble, labels)
+    assert abs(math.log(hand) - math.log(overconfidence)) < 0.3  # the sanity of the fixture
+
+    metrics = evaluate(member_logits, labels, prefix="val")
+    assert metrics["val/temperature"] == pytest.approx(hand, rel=2e-4)
+    scaled = ensemble / metrics["val/temperature"]
+    assert metrics["val/nll_ts"] == pytest.approx(nll(scaled, labels), rel=1e-9)
+    assert metrics["val/nll_ts"] == pytest.approx(nll(ensemble / hand, labels), abs=1e-7)
+    assert metrics["val/ece_ts"] == pytest.approx(ece(scaled.softmax(1), labels), abs=1e-9)
+    assert metrics["val/ece_ts"] < metrics["val/ece"] - 0.02  # scaling changed the ECE
+    # the test split reuses the validation T (never fits its own)
+    test = evaluate(member_logits[:, :1000], labels[:1000], prefix="test", temperature=hand)
+    assert test["test/nll_ts"] == pytest.approx(nll(ensemble[:1000] / hand, labels[:1000]))
+    assert test["test/ece_ts"] == pytest.approx(
+        ece((ensemble[:1000] / hand).softmax(1), labels[:1000])
     )
 
 

@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mixmo_search.config import BINARY_BLOCKS, MIX_BLOCKS
 from mixmo_search.mixing import (
@@ -108,6 +110,121 @@ def test_kappa_is_beta_for_two_and_dirichlet_beyond():
     assert two[0].var().item() == pytest.approx(1 / 20, rel=0.05)  # Beta(2,2): 1/(4*5)
     three = sample_kappa(2.0, 3, 50000, CPU)
     assert three.mean(1).tolist() == pytest.approx([1 / 3] * 3, abs=0.01)
+
+
+@pytest.mark.parametrize("n_members", [1, 2, 3, 4])
+@pytest.mark.parametrize("alpha", [0.5, 2.0])
+def test_kappa_is_dirichlet_for_every_member_count(n_members, alpha):
+    """Each share of Dirichlet(alpha, ..., alpha) is Beta(alpha, (M - 1) alpha): mean 1/M,
+    variance a b / (s^2 (s + 1)); the shares of a sample add up to 1."""
+    torch.manual_seed(0)
+    kappa = sample_kappa(alpha, n_members, 40000, CPU)
+    assert kappa.shape == (n_members, 40000)
+    torch.testing.assert_close(kappa.sum(0), torch.ones(40000))
+    a, total = alpha, n_members * alpha
+    variance = a * (total - a) / (total**2 * (total + 1))
+    for k in range(n_members):
+        assert kappa[k].mean().item() == pytest.approx(1 / n_members, abs=0.01), k
+        assert kappa[k].var().item() == pytest.approx(variance, rel=0.06, abs=1e-9), k
+
+
+@pytest.mark.parametrize("n_members", [1, 2, 3, 4])
+def test_alpha_zero_gives_each_member_exactly_one_mth(n_members):
+    kappa = sample_kappa(0.0, n_members, 8, CPU)
+    torch.testing.assert_close(kappa, torch.full((n_members, 8), 1 / n_members))
+
+
+@pytest.mark.parametrize("block", ["linear", "sum"])
+@pytest.mark.parametrize("n_members", [1, 2, 3, 4])
+def test_linear_masks_are_each_members_drawn_share(block, n_members):
+    """Member k's linear mask is its own draw kappa_k everywhere (not another member's)."""
+    torch.manual_seed(3)
+    drawn = sample_kappa(0.0 if block == "sum" else 2.0, n_members, 32, CPU)
+    mix = _mix(block, n_members=n_members, batch=32, seed=3)
+    torch.testing.assert_close(mix.kappa, drawn)
+    torch.testing.assert_close(mix.masks, drawn[:, :, None, None, None].expand_as(mix.masks))
+
+
+def _box_side(kappa: torch.Tensor, side: int) -> torch.Tensor:
+    """The box rule's side for a drawn share (§Training step 5), as box_masks rounds it."""
+    return 2 * (torch.floor(side * kappa.sqrt()) // 2)
+
+
+def _is_box_of(region: torch.Tensor, kappa: torch.Tensor) -> bool:
+    """Whether `region` (h, w) is one rectangle with the rule's sides for `kappa`, shorter
+    only where it touches the border (clipped)."""
+    rows, cols = region.any(1), region.any(0)
+    for hit, side in ((rows, region.shape[0]), (cols, region.shape[1])):
+        span = hit.nonzero()[:, 0]
+        length = len(span)
+        if length and span[-1] - span[0] + 1 != length:
+            return False  # not contiguous
+        nominal = int(_box_side(kappa, side))
+        clipped = length and (span[0] == 0 or span[-1] == side - 1)
+        if length > nominal or (length < nominal and not clipped):
+            return False
+    return bool((region == (rows[:, None] & cols[None, :])).all())
+
+
+@pytest.mark.parametrize("n_members", [2, 3, 4])
+def test_binary_shares_follow_each_members_draw(n_members):
+    """Cut batches: one member's mask is the box of the first draw kappa_0; outside it the
+    others share the map in proportion to the remaining draws kappa_1..kappa_{M-1}."""
+    batch = 48
+    torch.manual_seed(5)
+    drawn = sample_kappa(2.0, n_members, batch, CPU)  # make_mix's draw under the same seed
+    mix = _mix("cut", n_members=n_members, batch=batch, seed=5)
+    masks = mix.masks[:, :, 0]  # (M, B, h, w)
+    for b in range(batch):
+        expected_rest = sorted((drawn[1:, b] / drawn[1:, b].sum()).tolist())
+        found = False
+        for holder in range(n_members):
+            region = masks[holder, b]
+            if not ((region == 0) | (region == 1)).all() or not _is_box_of(
+                region > 0, drawn[0, b]
+            ):
+                continue
+            outside = region == 0
+            others = [k for k in range(n_members) if k != holder]
+            if outside.any():
+                inside_zero = all((masks[k, b][~outside] == 0).all() for k in others)
+                values = [masks[k, b][outside] for k in others]
+                constant = all((v == v[0]).all() for v in values)
+                shares = sorted(v[0].item() for v in values)
+                if inside_zero and constant and shares == pytest.approx(expected_rest, abs=1e-6):
+                    found = True
+            else:
+                found = True  # the box covers the map: the others hold nothing
+        assert found, f"sample {b}: no member holds the box of kappa_0 with the rest shared"
+
+
+def test_input_mixing_is_decided_and_drawn_per_member():
+    torch.manual_seed(0)
+    images, partners = torch.zeros(3, 4000, 1, 8, 8), torch.ones(3, 4000, 1, 8, 8)
+    masks = torch.full((3, 4000, 1, 8, 8), 1 / 3)
+    _, lam, use = mix_inputs(images, partners, masks, kind="mixup", prob=0.5, alpha=1.0)
+    for k, other in ((0, 1), (0, 2), (1, 2)):
+        agree = (use[k] == use[other]).float().mean().item()
+        assert 0.45 < agree < 0.55, "members share their decision to mix"
+        both = use[k] & use[other]
+        assert (lam[k][both] != lam[other][both]).float().mean().item() > 0.99
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    n_members=st.integers(1, 4),
+    r=st.sampled_from([0.5, 1.0, 3.0, 10.0, math.inf]),
+    seed=st.integers(0, 2**16),
+)
+def test_reweighting_matches_the_formula_for_every_member_count(n_members, r, seed):
+    """w_k = M kappa_k^(1/r) / sum_j kappa_j^(1/r) on Dirichlet draws (§Training step 7)."""
+    gen = torch.Generator().manual_seed(seed)
+    exponential = -torch.rand(n_members, 6, generator=gen).log()
+    kappa = exponential / exponential.sum(0)  # Dirichlet(1, ..., 1): shares of each sample
+    weights = loss_weights(kappa, r).double()
+    powered = kappa.double() ** (0.0 if math.isinf(r) else 1 / r)
+    expected = n_members * powered / powered.sum(0)
+    torch.testing.assert_close(weights, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_reweighting_matches_the_formula():

@@ -22,6 +22,7 @@ from mixmo_search.errors import DataError
 from mixmo_search.predict import image_files, main, read_images
 from mixmo_search.promote import promote
 from mixmo_search.serving import classify, load_network
+from tests.waiting import scaled
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_cli_prints_class_confidence_and_votes_per_image(promoted, digit_folder,
     done = subprocess.run(
         [sys.executable, "-m", "mixmo_search.predict", "--model", model_uri,
          "--images", str(digit_folder), "--mlflow-uri", store],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True, text=True, timeout=scaled(300), cwd=tmp_path,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -283,7 +284,7 @@ def test_a_bad_model_uri_through_the_cli_leaves_no_temporary_folder(digit_folder
         done = subprocess.run(
             [sys.executable, "-m", "mixmo_search.predict", "--model", model,
              "--images", str(digit_folder)],
-            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+            capture_output=True, text=True, timeout=scaled(300), cwd=tmp_path,
             env={**os.environ, "TMPDIR": str(temp)},
         )  # fmt: skip
         assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -26,6 +26,7 @@ from mixmo_search.promote import (
     select_trial,
 )
 from mixmo_search.train import train
+from tests.waiting import scaled
 
 
 def add_weak_search(uri: str, folder: Path) -> dict[str, float]:
@@ -182,7 +183,7 @@ print(json.dumps({"classes": out["class"].tolist(), "acc": acc, "columns": list(
 """
     uri = f"models:/mixmo-{search_store.name}@champion"
     done = subprocess.run([sys.executable, "-c", script, store, uri], capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+                          text=True, timeout=scaled(300), cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -80,23 +80,56 @@ def test_the_loss_is_the_reweighted_cross_entropy_of_the_mixed_features(n_member
     assert loss.item() == pytest.approx(total.mean().item(), rel=1e-5)
 
 
-def test_cutmix_targets_are_the_visible_fraction_of_each_source():
+@pytest.mark.parametrize("n_members", [1, 2, 3])
+@pytest.mark.parametrize("input_mix", ["none", "cutmix"])
+def test_each_member_trains_on_its_own_images_and_labels(n_members, input_mix):
+    """Member k's input is the image at idx[k] and its label that image's label; with input
+    mixing its partner label is the label of the image pasted into member k's input."""
+    plain = ("data.crop_padding=0", "data.flip=false", f"model.n_members={n_members}")
+    cfg = _cfg(*plain, f"mixing.input_mix={input_mix}", "mixing.input_mix_prob=1.0")
+    split = _images(256, channels=3)
+    idx, batch = _batch(cfg, split, p=1.0, n_members=n_members)
+    assert torch.equal(batch.labels, split.labels[idx])
+    normalize = Normalizer((0.5,) * 3, (0.25,) * 3, "cpu")
+    own = normalize(split.images[idx.flatten()]).view(batch.images.shape)
+    if input_mix == "none":
+        assert torch.equal(batch.images, own)
+        return
+    # where a member's input differs from its own image it shows its partner's image
+    shown = (batch.images == own).all(dim=2)  # (M, B, H, W)
+    assert shown.any() and (~shown).any()
+    for k in range(n_members):
+        for b in range(0, batch.images.shape[1], 7):
+            pasted = ~shown[k, b]
+            if pasted.any():
+                partner = split.images[split.labels == batch.partner_labels[k, b]]
+                candidates = normalize(partner)[:, :, pasted]  # (n, C, pixels)
+                seen = batch.images[k, b][:, pasted]
+                assert (candidates == seen).all(dim=(1, 2)).any(), (k, b)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_cutmix_targets_are_the_visible_fraction_of_each_source(seed):
     no_pad = ("optim.batch_repeat=1", "data.crop_padding=0")  # no zero border both images share
     cfg = _cfg("mixing.input_mix=cutmix", "mixing.input_mix_prob=0.8", *no_pad)
     split = _images(128, channels=3)
-    _, batch = _batch(cfg, split, p=1.0)
-    clean = _batch(_cfg(*no_pad), split, p=1.0)[1]  # the same draws, without input mixing
+    _, batch = _batch(cfg, split, p=1.0, seed=seed)
+    clean = _batch(_cfg(*no_pad), split, p=1.0, seed=seed)[1]  # the same draws, unmixed
     assert torch.equal(clean.labels, batch.labels)
     # where the mixed image still shows the member's own (augmented) pixels, the own image is
     # visible; the partner shows elsewhere (random RGB pixels: equal by chance ~1 in 2^24)
     own_pixels = (batch.images == clean.images).all(dim=2, keepdim=True).float()  # (M,B,1,H,W)
     kept = batch.mix.masks.expand_as(own_pixels)  # the region each member keeps after MixMo
-    visible = (own_pixels * kept).sum(dim=(2, 3, 4)) / kept.sum(dim=(2, 3, 4))
+    keeps = kept.sum(dim=(2, 3, 4))  # 0 for a member whose mask is empty (an empty box)
+    visible = (own_pixels * kept).sum(dim=(2, 3, 4)) / keeps.clamp(min=1e-12)
     mixed = own_pixels.mean(dim=(2, 3, 4)) < 1
     assert mixed.any() and (~mixed).any()
-    assert torch.allclose(batch.own_share[mixed], visible[mixed], atol=1e-6)
+    seen = mixed & (keeps > 0)  # what a member keeps nothing of has no visible fraction
+    assert torch.allclose(batch.own_share[seen], visible[seen], atol=1e-6)
     assert (batch.own_share[mixed] >= 0.5).all()  # the own image is the primary source
-    assert (batch.own_share[~mixed] == 1).all()
+    # unchanged inputs are unmixed, unless mixed with themselves (a partner is any image)
+    itself = batch.partner_labels == batch.labels
+    assert (batch.own_share[~mixed & ~itself] == 1).all()
 
 
 def test_each_members_mask_multiplies_that_members_features():

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mixmo_search import tracking, trial_table
+from tests.waiting import scaled
 
 SPACES = Path(__file__).parent / "spaces"
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +60,7 @@ def test_a_damaged_store_is_one_clear_error(tmp_path):
         f"tracking.connect('sqlite:///{path}', create=False)"
     )  # a fresh process: MLflow caches the stores it has opened
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(120)
     )
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
@@ -74,13 +75,14 @@ def test_filter_literals_quote_what_they_can():
 
 def _open_at_once(uri: str, barrier: multiprocessing.synchronize.Barrier, out) -> None:
     try:
-        barrier.wait(timeout=60)
+        barrier.wait(timeout=scaled(60))
         client = tracking.connect(uri)
         out.put(tracking.experiment_id(client))
     except BaseException as err:  # noqa: BLE001 - reported to the test
         out.put(f"{type(err).__name__}: {err}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attempt", range(3))
 def test_many_processes_creating_one_new_store_take_turns(tmp_path, attempt):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -89,35 +91,35 @@ def test_many_processes_creating_one_new_store_take_turns(tmp_path, attempt):
     procs = [ctx.Process(target=_open_at_once, args=(uri, barrier, out)) for _ in range(4)]
     for proc in procs:
         proc.start()
-    results = [out.get(timeout=300) for _ in procs]
+    results = [out.get(timeout=scaled(300)) for _ in procs]
     for proc in procs:
-        proc.join(timeout=60)
+        proc.join(timeout=scaled(60))
     assert len(set(results)) == 1 and results[0].isdigit(), results  # one experiment, no error
     client = tracking.connect(uri, create=False)
     assert sorted(e.name for e in client.search_experiments()) == ["Default", tracking.EXPERIMENT]
 
 
 READER = """
-import sys, time
+import sys
 from app import queries
 from mixmo_search import tracking
-deadline = time.monotonic() + 240
-while True:
+from tests.waiting import wait_until
+
+def searches_seen():
     try:
         queries.searches.clear()
-        found = queries.searches(sys.argv[1])
-        if len(found):
-            print("dashboard saw", len(found), "searches")
-            break
+        return len(queries.searches(sys.argv[1]))
     except tracking.TrackingError as err:  # no store yet, or no experiment yet
         if "no MLflow store" not in str(err) and "no experiment" not in str(err):
             raise
-    if time.monotonic() > deadline:
-        raise SystemExit("the dashboard never saw a search")
-    time.sleep(0.2)
+        return 0
+
+seen = wait_until(searches_seen, 240, "a search in the dashboard's query of the new store")
+print("dashboard saw", seen, "searches")
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attempt", range(3))
 def test_two_searches_and_the_dashboard_on_one_new_store_at_once(tmp_path, attempt):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -154,7 +156,7 @@ def test_two_searches_and_the_dashboard_on_one_new_store_at_once(tmp_path, attem
         [sys.executable, "-c", READER, uri], cwd=tmp_path, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    outputs = [proc.communicate(timeout=600)[0] for proc in [*searches, dashboard]]
+    outputs = [proc.communicate(timeout=scaled(600))[0] for proc in [*searches, dashboard]]
     for proc, output in zip([*searches, dashboard], outputs, strict=True):
         assert proc.returncode == 0, output[-3000:]
     client = tracking.connect(uri, create=False)

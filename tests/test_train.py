@@ -10,20 +10,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torch import Tensor
 
-from mixmo_search.config import resolve_config
+from mixmo_search import checkpoint
+from mixmo_search import train as train_module
+from mixmo_search.config import list_presets, published, resolve_config
+from mixmo_search.data import Normalizer
+from mixmo_search.datasets import load_dataset
 from mixmo_search.errors import ConfigError, TrainingDiverged
+from mixmo_search.inference import create_network, evaluate_split, member_logits
 from mixmo_search.predictions import load_predictions
+from mixmo_search.step import mixmo_loss
 from mixmo_search.train import (
     DIVERGED_LOSS,
     DIVERGENCE_CHECK_STEPS,
     EpochReport,
     lr_at,
     main,
+    make_optimizer,
     train,
 )
+from tests.waiting import scaled
 
 METRICS = (
     "acc",
@@ -58,12 +69,14 @@ def quick_run(tmp_path_factory):
     return cfg, train(cfg, on_epoch=reports.append), reports
 
 
+@pytest.mark.slow
 def test_digits_reaches_95_percent_with_two_members(quick_run):
     cfg, results, _ = quick_run
     assert results["test/acc"] >= 0.95
     assert min(results["test/acc_member0"], results["test/acc_member1"]) >= 0.9
 
 
+@pytest.mark.slow
 def test_metrics_json_holds_every_metric(quick_run):
     cfg, results, _ = quick_run
     written = json.loads((Path(cfg.run.out_dir) / "metrics.json").read_text())
@@ -75,6 +88,7 @@ def test_metrics_json_holds_every_metric(quick_run):
     assert written["val/nll_ts"] <= written["val/nll"] + 1e-9
 
 
+@pytest.mark.slow
 def test_predictions_are_stored_per_split(quick_run):
     cfg, results, _ = quick_run
     for split, size in (("val", 300), ("test", 360)):
@@ -84,6 +98,7 @@ def test_predictions_are_stored_per_split(quick_run):
         assert acc == pytest.approx(results[f"{split}/acc"], abs=1e-2)
 
 
+@pytest.mark.slow
 def test_on_epoch_reports_every_epoch_with_a_checkpoint(quick_run):
     cfg, _, reports = quick_run
     assert [r.epoch for r in reports] == list(range(1, cfg.optim.epochs + 1))
@@ -156,6 +171,57 @@ def test_lr_follows_unique_images_warmup_and_milestones():
     assert lr_at(cfg, 225, 5, steps) == pytest.approx(0.0125e-3)
 
 
+# docs/method.md §Recipes: what each reference recipe's SGD must be, written out by hand
+RECIPE_SGD = {
+    "cifar": {"momentum": 0.9, "nesterov": True, "weight_decay": 6e-4},  # 2 x the loss's 3e-4
+    "tinyimagenet": {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},  # SGD's own
+}
+RECIPE_LR = {"cifar": lambda b: 0.1 * (64 / b) / 128, "tinyimagenet": lambda b: 0.2 / b}
+
+
+@pytest.mark.parametrize("preset", [p for p in list_presets() if published(p) is not None])
+def test_the_optimiser_is_the_recipe_exactly(preset):
+    cfg = resolve_config(preset=preset)
+    family = "tinyimagenet" if preset.startswith("tinyimagenet") else "cifar"
+    with torch.device("meta"):  # the recipe's network, shapes only: no weights drawn
+        model = create_network(cfg, num_classes=10, in_channels=3, device="meta")
+    opt = make_optimizer(model, cfg)
+    assert type(opt) is torch.optim.SGD and len(opt.param_groups) == 1
+    group = opt.param_groups[0]
+    assert {id(p) for p in group["params"]} == {id(p) for p in model.parameters()}
+    for key, value in RECIPE_SGD[family].items():
+        assert group[key] == pytest.approx(value, rel=1e-12, abs=0), (preset, key)
+    assert group["dampening"] == 0
+    assert group["lr"] == pytest.approx(RECIPE_LR[family](cfg.optim.batch_repeat), rel=1e-12)
+
+
+def test_sgd_weight_decay_is_the_gradient_of_the_recipes_l2_term():
+    """Two steps of the trainer's SGD on a loss equal plain SGD (no decay, same momentum) on
+    loss + l2 * sum(theta^2), the reference's regulariser (docs/method.md §Training step 9)."""
+    cfg = resolve_config(preset="cifar100_cut_mixmo",
+                         overrides={"optim.l2": 0.05, "model.name": "wrn10_1"})  # fmt: skip
+    torch.manual_seed(0)
+    ours = create_network(cfg, num_classes=10, in_channels=3)
+    theirs = create_network(cfg, num_classes=10, in_channels=3)
+    theirs.load_state_dict(ours.state_dict())
+    optimizers = (
+        (ours, make_optimizer(ours, cfg), 0.0),
+        (theirs, torch.optim.SGD(theirs.parameters(), lr=cfg.base_lr, momentum=0.9,
+                                 nesterov=True), cfg.optim.l2),
+    )  # fmt: skip
+    images = torch.randn(4, 3, 32, 32)
+    for _ in range(2):  # the second step also goes through the momentum buffers
+        for net, opt, l2 in optimizers:
+            penalty = sum(p.square().sum() for p in net.parameters())
+            loss = net(images).square().mean() + l2 * penalty
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for mine, reference in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
 def test_cli_writes_metrics_and_rejects_bad_keys(tmp_path):
     out = tmp_path / "cli"
     cmd = [
@@ -173,7 +239,7 @@ def test_cli_writes_metrics_and_rejects_bad_keys(tmp_path):
         "--set",
         "run.progress=false",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=scaled(300))
     assert done.returncode == 0, done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 1
@@ -186,7 +252,7 @@ def test_cli_writes_metrics_and_rejects_bad_keys(tmp_path):
     )
     assert last[3] == f"every metric: {out / 'metrics.json'}"
     bad = subprocess.run(
-        cmd + ["--set", "optim.lrr=1"], capture_output=True, text=True, timeout=300
+        cmd + ["--set", "optim.lrr=1"], capture_output=True, text=True, timeout=scaled(300)
     )
     assert bad.returncode == 2
     assert "optim.lrr" in bad.stderr and "allowed keys" in bad.stderr
@@ -205,12 +271,146 @@ def test_a_diverging_loss_stops_the_run_at_once_and_keeps_nothing(tmp_path):
     assert not out.exists() or not any(out.rglob("*.pt")) and not (out / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_divergence_is_caught_within_a_check_interval(tmp_path):
     """A loss that blows up after a healthy start is caught, at the step it went bad."""
     cfg = _cfg(tmp_path, "optim.lr=1000", "optim.warmup_epochs=2", "optim.epochs=2")
     with pytest.raises(TrainingDiverged) as diverged:
         train(cfg)
     assert diverged.value.epoch == 1 and diverged.value.step > 1  # warm-up: a healthy start
+
+
+def _digits_folder(root: Path, test_labels: np.ndarray | None = None) -> tuple[Path, Tensor]:
+    """scikit-learn's digits as an image folder (train/<class>/, test/<class>/): every fifth
+    image is a test image, filed under `test_labels` when given. Returns the folder and the
+    test images as the loader decodes them, (N, 3, 8, 8) uint8."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = (digits.images * (255 / 16)).round().astype(np.uint8)  # (1797, 8, 8)
+    test_index = np.arange(0, len(pixels), 5)
+    labels = digits.target.copy()
+    if test_labels is not None:
+        labels[test_index] = test_labels
+    for i, (image, label) in enumerate(zip(pixels, labels, strict=True)):
+        folder = root / ("test" if i % 5 == 0 else "train") / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:04d}.png")
+    return root, torch.from_numpy(pixels[test_index])[:, None].expand(-1, 3, -1, -1)
+
+
+def _evaluated(cfg, weights: dict, ds, split: str, temperature: float | None = None) -> dict:
+    network = create_network(cfg, num_classes=ds.num_classes, in_channels=ds.in_channels)
+    network.load_state_dict(weights)
+    normalize = Normalizer(ds.mean, ds.std, "cpu")
+    metrics, _ = evaluate_split(
+        network, getattr(ds, split), normalize, prefix=split,
+        batch_size=cfg.run.eval_batch_size, temperature=temperature,
+    )  # fmt: skip
+    return metrics
+
+
+@pytest.mark.slow
+def test_the_kept_epoch_is_the_best_on_validation_when_test_prefers_another(tmp_path):
+    """Selection reads validation only. The test images are filed under what the network
+    predicts after one epoch, so test prefers epoch 1 while validation prefers a later one:
+    the kept epoch is validation's best, its test metrics are reported, and each epoch's
+    `val/*` is that epoch's network on the validation split."""
+    steps = ("run.max_steps_per_epoch=10", "optim.milestones=[]", "data.name=imagefolder")
+    truth, test_images = _digits_folder(tmp_path / "truth")
+    first = _cfg(tmp_path, *steps, f"data.root={truth}", "optim.epochs=1", name="first")
+    train(first)
+    ds = load_dataset(first.data)
+    network = create_network(first, num_classes=10, in_channels=3)
+    network.load_state_dict(checkpoint.load(Path(first.run.out_dir) / "best.pt")["model"])
+    logits = member_logits(network, test_images, Normalizer(ds.mean, ds.std, "cpu"), 1000)
+    folder, _ = _digits_folder(tmp_path / "epoch1", logits.mean(0).argmax(1).numpy())
+
+    cfg = _cfg(tmp_path, *steps, f"data.root={folder}", "optim.epochs=3", name="kept")
+    reports: list[EpochReport] = []
+    weights: list[dict] = []
+
+    def keep(report: EpochReport) -> None:
+        reports.append(report)
+        weights.append(checkpoint.load(report.checkpoint_dir / "last.pt")["model"])
+
+    results = train(cfg, on_epoch=keep)
+    ds = load_dataset(cfg.data)
+    val = [_evaluated(cfg, w, ds, "val") for w in weights]
+    test = [_evaluated(cfg, w, ds, "test", temperature=v["val/temperature"])
+            for w, v in zip(weights, val, strict=True)]  # fmt: skip
+    val_acc = [v["val/acc"] for v in val]
+    assert [r.metrics["val/acc"] for r in reports] == val_acc  # each epoch, the real val split
+    best = int(np.argmax(val_acc))  # the first best epoch
+    assert test[0]["test/acc"] == 1.0 and best > 0, (val_acc, test)  # they prefer different
+    assert results["best_epoch"] == best + 1
+    assert results["test/acc"] < 1.0
+    # the kept epoch's val metrics (T fitted there) and test metrics at val's T, every one
+    assert {k: results[k] for k in (*val[best], *test[best])} == {**val[best], **test[best]}
+
+
+def test_the_final_metrics_are_the_kept_checkpoints_on_val_then_test(tmp_path):
+    """`best.pt` (not `last.pt`) is evaluated on val, which fits T, then on test at val's T."""
+    cfg = _cfg(tmp_path)
+    out = Path(cfg.run.out_dir)
+    ds = load_dataset(cfg.data)
+    networks = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        networks.append(create_network(cfg, num_classes=10, in_channels=1).state_dict())
+    checkpoint.save(out / checkpoint.BEST, {"model": networks[0], "epoch": 1})
+    checkpoint.save(out / checkpoint.LAST, {"model": networks[1], "epoch": 2})
+    model = create_network(cfg, num_classes=10, in_channels=1)
+    normalize = Normalizer(ds.mean, ds.std, "cpu")
+    final = train_module._evaluate_best(model, ds, normalize, cfg, out, shifts=None)
+    val = _evaluated(cfg, networks[0], ds, "val")
+    test = _evaluated(cfg, networks[0], ds, "test", temperature=val["val/temperature"])
+    assert {k: v for k, v in final.items() if not k.startswith("cost/")} == {**val, **test}
+
+
+def _loss_plus(monkeypatch, added: float, *, at_call: int) -> None:
+    """The trainer's loss, with `added` added at its `at_call`-th step (0-based) only: the
+    weights and gradients stay healthy, so that step's loss value alone is bad."""
+    calls = iter(range(1_000_000))
+
+    def loss(logits, batch, reweight_r):
+        real = mixmo_loss(logits, batch, reweight_r)
+        return real + added if next(calls) == at_call else real
+
+    monkeypatch.setattr(train_module, "mixmo_loss", loss)
+
+
+BOUND = 1e4  # the README's promise: a loss of 10^4 or more has diverged
+
+
+@pytest.mark.parametrize(
+    ("added", "caught"),
+    [(math.nan, "nan"), (math.inf, "inf"), (-math.inf, "inf"), (BOUND, "bound")],
+)
+def test_nan_alone_inf_alone_and_the_bound_each_stop_the_run(tmp_path, monkeypatch, added,
+                                                             caught):  # fmt: skip
+    """Each kind of bad loss is caught on its own, at the step it happened, within an epoch
+    shorter than the check interval (the end-of-epoch check)."""
+    _loss_plus(monkeypatch, added, at_call=6)  # epoch 2, step 3 (1-based)
+    cfg = _cfg(tmp_path, "optim.epochs=2", "run.max_steps_per_epoch=4")
+    with pytest.raises(TrainingDiverged) as diverged:
+        train(cfg)
+    err = diverged.value
+    assert (err.epoch, err.step) == (2, 3)
+    if caught == "nan":
+        assert math.isnan(err.loss)
+    elif caught == "inf":
+        assert err.loss == added
+    else:
+        assert BOUND < err.loss < BOUND + 10
+    assert checkpoint.load(Path(cfg.run.out_dir) / "last.pt")["epoch"] == 1  # epoch 2: nothing
+    assert not (Path(cfg.run.out_dir) / "metrics.json").exists()
+
+
+def test_a_loss_just_below_the_bound_is_no_divergence(tmp_path, monkeypatch):
+    _loss_plus(monkeypatch, BOUND - 10, at_call=2)  # about 9,992: large, not diverged
+    results = train(_cfg(tmp_path, "optim.epochs=1", "run.max_steps_per_epoch=4"))
+    assert math.isfinite(results["test/nll"])
 
 
 @pytest.mark.parametrize(
@@ -230,6 +430,12 @@ def test_divergence_is_caught_within_a_check_interval(tmp_path):
         (["--set", "mixing.alpha=.nan"], 2, "`mixing.alpha` must be a finite number"),
         (["--set", "mixing.alpha=.inf"], 2, "`mixing.alpha` must be a finite number"),
         (["--set", "data.val_size=100000"], 2, "must be smaller than the 1437 training images"),
+        # 1,437 training images less the 300 held out for validation
+        (
+            ["--set", "optim.batch_size=1200", "--set", "optim.batch_repeat=1"],
+            2,
+            "1200 unique images a step exceeds the 1137 training images of digits",
+        ),
         (
             ["--set", "optim.batch_size=20000", "--set", "optim.batch_repeat=1"],
             2,
@@ -257,6 +463,7 @@ def test_cli_failures_are_one_line_and_non_zero(tmp_path, argv, code, expected):
     assert not (tmp_path / "out" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_the_paper_protocol_trains_on_everything_and_reports_the_last_epoch(tmp_path):
     holdout = _cfg(tmp_path, "optim.epochs=2", name="holdout")
     paper = _cfg(tmp_path, "optim.epochs=2", "run.protocol=paper", name="paper")

@@ -248,6 +248,7 @@ def test_an_alias_is_refused_inside_its_anchor_and_before_it(tree, data):
 YAML_ALPHABET = st.sampled_from(list("[]{}:,-?&*!|>'\"#%@` \n\t.0123456789aeEnNx<=~") + ["\\"])
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(text=st.text(YAML_ALPHABET, max_size=60) | st.text(max_size=30))
 def test_any_text_is_data_or_one_line_user_error(text):

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from mixmo_search import tracking, trial_table
 from mixmo_search.promote import plan_promotion
+from tests.waiting import scaled
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
 PAGES = [
@@ -31,7 +32,7 @@ def open_app(
 ) -> AppTest:
     """Run the dashboard on `uri`, on `page`, with {search run id: selected run ids}."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    app = AppTest.from_file(str(DASHBOARD), default_timeout=TIMEOUT_S)
+    app = AppTest.from_file(str(DASHBOARD), default_timeout=scaled(TIMEOUT_S))
     for search_id, run_ids in (selection or {}).items():
         app.session_state[f"selected-{search_id}"] = run_ids
     app.run()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from mixmo_search import tracking, trial_table
+from tests.waiting import scaled, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "app" / "dashboard.py"
@@ -58,19 +59,20 @@ def dashboard_url(search_store, tmp_path, free_port) -> Iterator[str]:
         yield url
     finally:
         server.terminate()
-        server.wait(timeout=20)
+        server.wait(timeout=scaled(20))
         log.close()
 
 
 def wait_until_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline and server.poll() is None:
+    def healthy() -> bool:
+        assert server.poll() is None, f"streamlit exited:\n{log.read_text()}"
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                return
+                return True
         except OSError:  # not listening yet, or not healthy yet
-            time.sleep(0.5)
-    pytest.fail(f"streamlit did not start on {url}:\n{log.read_text()}")
+            return False
+
+    wait_until(healthy, START_S, f"streamlit's health check on {url}", interval=0.5)
 
 
 @pytest.fixture
@@ -101,12 +103,12 @@ def browser():
 def wait_for(driver, css: str, *, count: int = 1) -> list:
     """The elements matching `css`, once at least `count` exist (fails after RENDER_S)."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, RENDER_S).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, css)) >= count
-    )
-    return driver.find_elements(By.CSS_SELECTOR, css)
+    def found() -> list:
+        elements = driver.find_elements(By.CSS_SELECTOR, css)
+        return elements if len(elements) >= count else []
+
+    return wait_until(found, RENDER_S, f"{count} element(s) matching {css!r} in the page")
 
 
 def no_exception(driver) -> None:
@@ -178,7 +180,7 @@ def repository_dashboard(ensemble_store, tmp_path, free_port) -> Iterator[tuple[
         yield url, log_path
     finally:
         server.terminate()
-        server.wait(timeout=20)
+        server.wait(timeout=scaled(20))
         log.close()
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.waiting import scaled
+
 DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
 
 
@@ -36,7 +38,9 @@ def test_the_dashboard_listens_on_loopback_only_from_any_folder(tmp_path, free_p
         )  # fmt: skip
         try:
             try:  # a cold start on a busy 2-core machine
-                wait_until(lambda: _healthy(free_port), 90, "the dashboard", server)
+                wait_until(
+                    lambda: _healthy(free_port, server, log_path), 90, "the dashboard", server
+                )
             except AssertionError as err:
                 raise AssertionError(f"{err}: {log_path.read_text()}") from None
             listening = {
@@ -46,12 +50,13 @@ def test_the_dashboard_listens_on_loopback_only_from_any_folder(tmp_path, free_p
             }
         finally:
             server.terminate()
-            server.wait(timeout=20)
+            server.wait(timeout=scaled(20))
     assert listening == {"127.0.0.1"}, listening
     assert not (elsewhere / ".streamlit").exists()  # nothing written where it was started
 
 
-def _healthy(port: int) -> bool:
+def _healthy(port: int, server: subprocess.Popen, log_path: Path) -> bool:
+    assert server.poll() is None, f"streamlit exited:\n{log_path.read_text()}"
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
             return True

@@ -9,15 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.waiting import scaled
+
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 
 
+@pytest.mark.slow
 def test_the_quick_device_check_runs_every_section_on_the_cpu(tmp_path):
     out = tmp_path / "report"
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / "gpu_check.py"), "--device", "cpu", "--quick",
          "--out", str(out), "--budget-s", "1200"],
-        capture_output=True, text=True, timeout=1200,
+        capture_output=True, text=True, timeout=scaled(1200),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.waiting import scaled
+
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 K8S = INFRA / "k8s"
@@ -50,7 +52,7 @@ def _tool(name: str) -> str:
 
 
 def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=scaled(300))
 
 
 def _load(path: Path) -> dict:
@@ -152,7 +154,7 @@ def _setup_steps(*needles: str) -> list[str]:
 def _bash(script: str, *, home: Path) -> subprocess.CompletedProcess:
     env = {"HOME": str(home), "PATH": os.environ["PATH"], "GIT_CONFIG_NOSYSTEM": "1"}
     return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+                          timeout=scaled(120))  # fmt: skip
 
 
 # ---- KubeRay and Kubernetes manifests (infra/k8s) ----
@@ -242,6 +244,7 @@ def test_the_drivers_mlflow_login_comes_from_a_secret_on_the_head_only():
     tracking.check_store(settings["MLFLOW_TRACKING_URI"])  # refuses a URI with a login in it
 
 
+@pytest.mark.slow
 def test_the_ray_job_runs_a_search_the_cli_accepts(tmp_path):
     """The RayJob's entrypoint, through the real CLI's --dry-run (it starts nothing)."""
     job, cluster = _load(K8S / "rayjob.yaml"), _load(K8S / "raycluster.yaml")
@@ -262,7 +265,7 @@ def test_the_ray_job_runs_a_search_the_cli_accepts(tmp_path):
         "MLFLOW_TRACKING_URI": _load(K8S / "config.yaml")["data"]["MLFLOW_TRACKING_URI"],
     }
     done = subprocess.run([sys.executable, *argv[1:], "--dry-run"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, timeout=scaled(120))  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     trials_at_once = int(options["--gpus"].split(".")[0])  # 1 GPU a trial in the space
     assert f"up to {trials_at_once} at a time" in done.stdout
@@ -317,7 +320,7 @@ def test_shell_scripts_pass_shellcheck():
 def test_ray_scripts_refuse_to_start_without_a_token(script, tmp_path):
     env = {"HOME": str(tmp_path), "PATH": os.environ["PATH"], "RAY_HEAD": "127.0.0.1:6379"}
     done = subprocess.run(["bash", str(INFRA / script)], env=env, capture_output=True,
-                          text=True, timeout=30)  # fmt: skip
+                          text=True, timeout=scaled(30))  # fmt: skip
     assert done.returncode == 2 and "no Ray token" in done.stderr
 
 

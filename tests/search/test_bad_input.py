@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -176,6 +177,7 @@ def _check(argv: list[str], folder: Path, before: set[str]) -> None:
 CASE_SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 
+@pytest.mark.slow
 @settings(max_examples=SPACE_CASES, **CASE_SETTINGS)
 @given(doc=spaces())
 def test_generated_space_files_plan_or_fail_in_one_line(doc):
@@ -195,6 +197,7 @@ def test_arbitrary_bytes_as_a_space_file_fail_in_one_line(blob):
         _check(["--space", str(folder / "space.yaml")], folder, {"space.yaml"})
 
 
+@pytest.mark.slow
 @settings(max_examples=FLAG_CASES, **CASE_SETTINGS)
 @given(chosen=flags)
 def test_generated_flags_plan_or_fail_in_one_line(chosen):

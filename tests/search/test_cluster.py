@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from mixmo_search.search import cluster
+from tests.waiting import scaled, wait_until
 
 SPACES = Path(__file__).parents[1] / "spaces"
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
@@ -63,6 +63,7 @@ def _output(proc: subprocess.Popen, *, timeout: float) -> str:
         return proc.communicate()[0]
 
 
+@pytest.mark.slow
 def test_a_local_search_listens_on_loopback_only_and_refuses_clients_without_its_token(
     tmp_path,
 ):
@@ -78,10 +79,12 @@ def test_a_local_search_listens_on_loopback_only_and_refuses_clients_without_its
     )  # fmt: skip
     results = tmp_path / "runs/searches/one-trial"
     try:
-        deadline = time.monotonic() + 300
-        while not any(p.stat().st_size for p in results.glob("*/result.json")):
-            assert time.monotonic() < deadline and driver.poll() is None, "no trial reported"
-            time.sleep(1)
+
+        def reported() -> bool:
+            assert driver.poll() is None, f"the search exited {driver.returncode}"
+            return any(p.stat().st_size for p in results.glob("*/result.json"))
+
+        wait_until(reported, 300, "the trial's first report in result.json", interval=1)
         root = psutil.Process(driver.pid)
         listening = _listening(root)
         assert {"gcs_server", "raylet"} <= set(listening), listening
@@ -100,7 +103,7 @@ def test_a_local_search_listens_on_loopback_only_and_refuses_clients_without_its
             "the token": _client(address, {**os.environ, "RAY_AUTH_MODE": "token"}),
         }
         # the client with the token first; the refused ones have run as long by then
-        outputs = {name: _output(clients[name], timeout=240 if name == "the token" else 30)
+        outputs = {name: _output(clients[name], timeout=scaled(240 if name == "the token" else 30))
                    for name in ("the token", "no token", "wrong token")}  # fmt: skip
         assert clients["the token"].returncode == 0, outputs["the token"][-800:]
         assert "joined" in outputs["the token"], outputs["the token"][-800:]
@@ -112,7 +115,7 @@ def test_a_local_search_listens_on_loopback_only_and_refuses_clients_without_its
             )  # fmt: skip
     finally:
         driver.send_signal(signal.SIGINT)
-        driver.wait(timeout=300)
+        driver.wait(timeout=scaled(300))
         log.close()
     meta = json.loads((results / "search.json").read_text())
     assert meta["status"] == "interrupted"

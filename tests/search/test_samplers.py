@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from mixmo_search.search import (
     load_space,
     make_sampler,
     sampler_for,
+    samplers,
 )
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -53,9 +56,14 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> SearchSpace:
     return load_space(path)
 
 
-def propose(space: SearchSpace, spec: SamplerSpec, n_objectives: int, n: int) -> list[dict]:
-    """Run an ask/tell loop of `n` trials on a toy objective; returns each trial's overrides."""
-    sampler = make_sampler(spec, n_objectives, params=space.params)
+def propose(
+    space: SearchSpace, spec: SamplerSpec | optuna.samplers.BaseSampler, n_objectives: int, n: int
+) -> list[dict]:
+    """Run an ask/tell loop of `n` trials on a toy objective with `spec`'s sampler (or that
+    sampler itself); returns each trial's overrides."""
+    sampler = spec
+    if isinstance(spec, SamplerSpec):
+        sampler = make_sampler(spec, n_objectives, params=space.params)
     study = optuna.create_study(directions=["maximize"] * n_objectives, sampler=sampler)
     drawn = []
     for _ in range(n):
@@ -96,8 +104,32 @@ def test_grid_enumerates_every_point_once(space: SearchSpace) -> None:
     assert points == set(itertools.product([1, 2], [1, 2], [2, 3]))
 
 
-def test_sampler_for_uses_the_spaces_spec(space: SearchSpace) -> None:
+def test_a_space_without_a_sampler_gets_tpe(space: SearchSpace) -> None:
     assert isinstance(sampler_for(space), optuna.samplers.TPESampler)  # the default
+
+
+@pytest.mark.parametrize("kind", SAMPLERS)
+def test_sampler_for_uses_the_spaces_spec(kind: str, tmp_path: Path) -> None:
+    """The sampler a space names, with its seed and options, is the one `sampler_for`
+    builds: of its class, proposing what that sampler built directly proposes."""
+    n_objectives = 2 if kind == "nsga2" else 1  # each where it runs without a warning
+    second = "  - {metric: val/disagreement, mode: max}\n" if n_objectives == 2 else ""
+    spec = SamplerSpec(kind, seed=5, options=QUICK.get(kind, {}))
+    block = json.dumps({"type": kind, "seed": 5, **spec.options})  # JSON is YAML
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE.replace("budget:", f"{second}sampler: {block}\nbudget:"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SpaceWarning)  # cmaes: categorical params at random
+        loaded = load_space(path)
+        sampler = sampler_for(loaded)
+        assert loaded.sampler == spec
+        assert isinstance(sampler, samplers.CLASSES[kind])
+        n = 4 if kind == "gp" else 8
+        drawn = propose(loaded, sampler, n_objectives, n)
+        assert drawn == propose(loaded, spec, n_objectives, n)
+        if kind != "grid":  # the seed is the space's: another seed proposes otherwise
+            other = SamplerSpec(kind, seed=6, options=spec.options)
+            assert drawn != propose(loaded, other, n_objectives, n)
 
 
 @pytest.mark.parametrize(

@@ -119,15 +119,27 @@ def test_condition_on_base_key_and_chained_conditions(tmp_path: Path) -> None:
 
 
 def test_define_by_run_drives_rays_optuna_search(tmp_path: Path) -> None:
+    """Ray's OptunaSearch asks the space's define-by-run function: each suggestion is a
+    trial config within the space, and each result reaches the study as that trial's value."""
     from ray.tune.search.optuna import OptunaSearch
 
     space = load_space(write(tmp_path, VALID))
     metrics, modes = space.metric_modes()
     searcher = OptunaSearch(space=space.define_by_run, metric=metrics[0], mode=modes[0], seed=0)
-    for i in range(3):
+    suggested = []
+    for i in range(6):
         config = searcher.suggest(f"t{i}")
-        space.trial_config(config)
+        cfg = space.trial_config(config)
+        assert cfg.mixing.block in ("linear", "cut", "cow") and 0.1 <= cfg.optim.lr <= 1.0
+        assert cfg.model.n_members in (2, 3) and cfg.optim.batch_repeat in (1, 2)
+        assert ("mixing.p" in config) == (cfg.mixing.block in ("cut", "cow"))  # conditional
+        assert cfg.mixing.reweight_r == 3 and cfg.optim.epochs == 3  # fixed and base values
         searcher.on_trial_complete(f"t{i}", {"val/acc": 0.1 * i})
+        suggested.append(config)
+    study = searcher._ot_study  # the Optuna study Ray's searcher drives
+    assert [t.value for t in study.trials] == pytest.approx([0.1 * i for i in range(6)])
+    for trial, config in zip(study.trials, suggested, strict=True):
+        assert trial.params and all(config[k] == v for k, v in trial.params.items())
 
 
 MISTAKES = {

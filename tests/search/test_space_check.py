@@ -27,7 +27,7 @@ from mixmo_search.preflight import check_config
 from mixmo_search.search.schema import UNSEARCHABLE
 from mixmo_search.search.space import SearchSpace, load_space
 from mixmo_search.search.types import SpaceError
-from mixmo_search.train import train
+from mixmo_search.train import DIVERGED_LOSS, train
 
 SEARCHABLE = [k for k in KEYS if k not in UNSEARCHABLE and k != "data.root"]
 BASE = {"preset": "digits_quick", "overrides": {"optim.epochs": 2}}
@@ -86,6 +86,7 @@ def _drawn_configs(space: SearchSpace, n_trials: int) -> list[TrainConfig]:
     return configs
 
 
+@pytest.mark.slow
 @settings(max_examples=100, **CASE_SETTINGS)
 @given(params=spaces)
 def test_an_accepted_space_draws_only_trials_that_can_train(params, tmp_path_factory):
@@ -116,6 +117,7 @@ NUMERIC = st.fixed_dictionaries({}, optional={
 })  # fmt: skip
 
 
+@pytest.mark.slow
 @settings(max_examples=6, **CASE_SETTINGS)
 @given(params=NUMERIC.filter(bool))
 def test_accepted_spaces_really_train(params, tmp_path_factory):
@@ -129,9 +131,11 @@ def test_accepted_spaces_really_train(params, tmp_path_factory):
             "out_dir": str(folder / f"t{i}"), "progress": False, "max_steps_per_epoch": 2,
             "device": "cpu"})})  # fmt: skip
         try:
-            train(TrainConfig.model_validate(run.to_dict()))
-        except TrainingDiverged:
-            pass
+            results = train(TrainConfig.model_validate(run.to_dict()))
+        except TrainingDiverged as diverged:  # a failed trial: its loss was bad
+            assert not math.isfinite(diverged.loss) or diverged.loss >= DIVERGED_LOSS
+            continue
+        assert results["epochs"] == cfg.optim.epochs and 0 <= results["test/acc"] <= 1
 
 
 NAMED = {

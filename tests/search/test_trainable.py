@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from mixmo_search import tracking, trial_table
 from mixmo_search.config import resolve_config
 from mixmo_search.search.trainable import hands_checkpoint
 from mixmo_search.train import train
+from tests.waiting import scaled, wait_until
 
 SPACES = Path(__file__).parents[1] / "spaces"
 
@@ -34,6 +34,7 @@ def test_checkpoints_every_n_epochs_and_at_the_last(every, epochs, handed):
     assert [e for e in range(1, epochs + 1) if hands_checkpoint(e, cfg)] == handed
 
 
+@pytest.mark.slow
 def test_a_trial_killed_between_checkpoints_resumes_exactly(tmp_path):
     """Killed after epoch 5 (checkpoints at 4, 8, 9), the trial retries from epoch 4 and ends
     with the same metrics, to the bit, as a training that was never interrupted."""
@@ -53,12 +54,14 @@ def test_a_trial_killed_between_checkpoints_resumes_exactly(tmp_path):
             lines = files[0].read_text().splitlines() if files else []
             return [json.loads(line) for line in lines if line.strip()]
 
-        deadline = time.monotonic() + 600
-        while len(reported()) < 5:
-            assert time.monotonic() < deadline and driver.poll() is None, "no 5th epoch"
-            time.sleep(0.2)
-        os.kill(reported()[-1]["pid"], signal.SIGKILL)  # between the checkpoints of 4 and 8
-        output, _ = driver.communicate(timeout=600)
+        def fifth_epoch() -> list[dict]:
+            assert driver.poll() is None, f"the search exited {driver.returncode}"
+            found = reported()
+            return found if len(found) >= 5 else []
+
+        fifth = wait_until(fifth_epoch, 600, "the trial's 5th epoch in Tune's result.json")
+        os.kill(fifth[-1]["pid"], signal.SIGKILL)  # between the checkpoints of 4 and 8
+        output, _ = driver.communicate(timeout=scaled(600))
     finally:
         if driver.poll() is None:
             driver.kill()
