@@ -7,7 +7,7 @@ Layout of the store (the dashboard and `promote` read it through the functions b
   objectives (JSON), storage path, code revision, space digest; artifacts `space.yaml`,
   `versions.json`, and at the end `summary.json`; metrics `trials/*` counts;
 - one child run per trial (tag `mlflow.parentRunId`): tags `mixmo.kind=trial`,
-  `mixmo.trial_id`, `mixmo.status` (running, finished, pruned, failed, interrupted),
+  `mixmo.trial_id`, `mixmo.status` (running, finished, pruned, failed, interrupted, out_of_time),
   `mixmo.error` for failures, `mixmo.pareto`, and `mixmo.optuna_trial` (the Optuna trial
   number); a pruned trial's run is KILLED and named `<trial> (pruned at epoch E)`;
   params = the whole resolved training config
