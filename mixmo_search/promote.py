@@ -344,9 +344,7 @@ def _metrics(row: dict[str, Any], prefix: str) -> dict[str, float]:
 
 
 def _holder(client: MlflowClient, model_name: str, alias: str) -> Holder | None:
-    from mixmo_search.serving import alias_holder
-
-    version = alias_holder(client, model_name, alias)
+    version = tracking.alias_holder(client, model_name, alias)
     if version is None:
         return None
     val = {}
@@ -366,9 +364,7 @@ def _holder(client: MlflowClient, model_name: str, alias: str) -> Holder | None:
 
 def _registered_version(client: MlflowClient, model_name: str, trial_run_id: str) -> str | None:
     """The version of `model_name` already made from the trial `trial_run_id`, if any."""
-    from mixmo_search.serving import versions
-
-    for version in versions(client, model_name):
+    for version in tracking.model_versions(client, model_name):
         if version.tags.get(tracking.TRIAL_RUN_ID) == trial_run_id:
             return str(version.version)
     return None

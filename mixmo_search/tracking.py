@@ -491,5 +491,26 @@ def download_artifact(client: MlflowClient, run_id: str, path: str, dst: str | P
         ) from None
 
 
+def registered_model(client: MlflowClient, model_name: str) -> list[Any]:
+    """`model_name` in the registry, as a list of one (none when it is not registered)."""
+    literal = quoted(model_name)
+    return [] if literal is None else client.search_registered_models(f"name = {literal}")
+
+
+def model_versions(client: MlflowClient, model_name: str) -> list[Any]:
+    """Every version of `model_name` (none when it is not registered)."""
+    literal = quoted(model_name)
+    return [] if literal is None else client.search_model_versions(f"name = {literal}")
+
+
+def alias_holder(client: MlflowClient, model_name: str, alias: str) -> Any | None:
+    """The version of `model_name` that holds `alias`, or None (no such model or alias).
+    Registry reads live here, not in `serving`, so a reader needs no torch."""
+    found = registered_model(client, model_name)
+    if not found or alias not in found[0].aliases:
+        return None
+    return client.get_model_version(model_name, found[0].aliases[alias])
+
+
 def summary_json(summary: dict[str, Any]) -> str:
     return json.dumps(summary, indent=2, sort_keys=True, default=str)

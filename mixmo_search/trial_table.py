@@ -78,8 +78,9 @@ def searched_keys(value: Any) -> list[str]:
 
 
 def _without_undrawn(frame: pd.DataFrame) -> pd.DataFrame:
-    """Blank each searched param in the rows of trials whose sampler did not draw it: the
-    config a trial trained kept the base value there, which is no value the trial had."""
+    """Blank each param some trial's sampler drew in the rows of the trials whose sampler did
+    not draw it: the config a trial trained kept the base value there, which is no value the
+    trial had."""
     if frame.empty or SEARCHED not in frame:
         return frame
     drawn = [set(searched_keys(v)) for v in frame[SEARCHED]]
@@ -118,7 +119,7 @@ def reported(raw: pd.DataFrame) -> pd.DataFrame:
     frame = pd.concat([frame, pd.DataFrame(values, index=raw.index)], axis=1)
     frame["has_final"] = raw[finals].notna().any(axis=1) if finals else False
     params = sorted(c for c in frame.columns if c.startswith("param."))
-    return frame[[*BASE_COLUMNS, *params, *metric_columns(frame)]]
+    return frame.reindex(columns=[*BASE_COLUMNS, *params, *metric_columns(frame)])
 
 
 def metric_columns(trials: pd.DataFrame) -> list[str]:

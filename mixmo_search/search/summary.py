@@ -101,7 +101,7 @@ def _tied(record: pd.DataFrame, best: dict[str, Any] | None, metric: str) -> lis
         return []
     same = record[(record["status"] == "finished") & (record[metric] == best[metric])]
     ordered = trial_table.best_first(same, metric, "max")
-    return [t for t in ordered["trial_id"] if t != best["trial_id"]]
+    return ordered.loc[ordered["run_id"] != best["run_id"], "trial_id"].tolist()
 
 
 def _failures(trials: pd.DataFrame) -> dict[str, list[str]]:
