@@ -101,18 +101,6 @@ class TruthStore:
 def truth_store(run_tune, tmp_path_factory) -> TruthStore:
     """A real search with a conditional param, a tie and an all-pruned value (about a minute
     and a half on two busy cores: six digits trials, one at a time)."""
-    import os
-
-    if os.environ.get("DEV_TRUTH"):
-        folder = Path(os.environ["DEV_TRUTH"])
-        parent = json.loads((folder / "runs/one-truth/search.json").read_text())["parent_run_id"]
-        return TruthStore(
-            f"sqlite:///{folder / 'mlflow.db'}",
-            "one-truth",
-            parent,
-            folder / "runs/one-truth",
-            (folder / "out.log").read_text(),
-        )
     root = tmp_path_factory.mktemp("truth")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     done = run_tune(
