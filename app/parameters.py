@@ -15,16 +15,13 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from app.queries import categories
 from mixmo_search import tracking
-
-if TYPE_CHECKING:
-    import optuna
 
 MIN_IMPORTANCE_TRIALS = 5  # fewer trials than this and a forest's importances are noise
 MAX_CATEGORIES = 12  # an int param with at most this many values gets a categorical axis
@@ -141,10 +138,12 @@ class Importance:
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def search_study(storage: str, name: str) -> optuna.Study | None:
-    """The search's own Optuna study: named by the search, in the database its storage
-    folder's search.json names (else that folder's optuna.db); None when this machine cannot
-    open it (the folder is elsewhere, or the study is not there)."""
+def search_study(storage: str, name: str) -> tuple[Any, int] | None:
+    """(storage, study id) of the search's own Optuna study: named by the search, in the
+    database its storage folder's search.json names (else that folder's optuna.db); None when
+    this machine cannot open it (the folder is elsewhere, or the study is not there). Read
+    through Optuna's storage API, not a Study: a Study's cache reads every trial of the
+    study first (3 s at 5,000 trials), the storage only the states asked for."""
     import optuna
 
     folder = Path(storage) if storage else None
@@ -154,14 +153,16 @@ def search_study(storage: str, name: str) -> optuna.Study | None:
         url = json.loads((folder / "search.json").read_text()).get("optuna_storage")
     except (OSError, ValueError, AttributeError):
         url = None
-    url = url or (
-        f"sqlite:///{folder / 'optuna.db'}" if (folder / "optuna.db").is_file() else None
-    )
+    if url is None and (folder / "optuna.db").is_file():
+        url = f"sqlite:///{folder / 'optuna.db'}"
     if url is None:
         return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name=name, storage=url)
+        db = optuna.storages.RDBStorage(
+            url, skip_compatibility_check=True, skip_table_creation=True
+        )
+        return db, db.get_study_id_from_name(name)
     except Exception:  # noqa: BLE001 - a study this machine cannot read: use the record
         return None
 
@@ -212,11 +213,11 @@ def param_importances(
     varying = [p for p in sorted(every) if len({t.params[p] for t in scored}) > 1]
     if not varying:
         return Importance(empty, source, len(scored), tuple(sorted(drawn - every)))
-    scorer = getattr(optuna.importance, EVALUATORS[evaluator])(
-        **({} if evaluator == "PED-ANOVA" else {"seed": 0})
-    )
-    with warnings.catch_warnings():  # PED-ANOVA warns on small studies; its result stands
+    with warnings.catch_warnings():  # PED-ANOVA is "experimental", and warns on small studies
         warnings.simplefilter("ignore")
+        scorer = getattr(optuna.importance, EVALUATORS[evaluator])(
+            **({} if evaluator == "PED-ANOVA" else {"seed": 0})
+        )
         scores = optuna.importance.get_param_importances(
             replay, evaluator=scorer, params=varying, normalize=True
         )
@@ -226,20 +227,21 @@ def param_importances(
 
 
 def _study_trials(
-    study: Any, pool: pd.DataFrame, target: str, *, include_pruned: bool
+    study: tuple[Any, int], pool: pd.DataFrame, target: str, *, include_pruned: bool
 ) -> list[Any]:
     """The study's trials of the `pool` rows (by Optuna number), as COMPLETE trials valued at
     their `target`, with the params and distributions the sampler drew."""
     import optuna
     from optuna.trial import TrialState
 
+    storage, study_id = study
     values = dict(zip(pool["optuna_trial"], pool[target], strict=True))
     states = (TrialState.COMPLETE, TrialState.PRUNED) if include_pruned else (TrialState.COMPLETE,)
     return [
         optuna.trial.create_trial(
             params=t.params, distributions=t.distributions, value=float(values[t.number])
         )
-        for t in study.get_trials(deepcopy=False, states=states)
+        for t in storage.get_all_trials(study_id, deepcopy=False, states=states)
         if t.number in values and t.params
     ]
 

@@ -38,6 +38,7 @@ from mixmo_search import tracking, tracking_auth, trial_table
 from mixmo_search.errors import Parser, UserError, exit_on_user_error
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow import MlflowClient
 
     from mixmo_search.config import TrainConfig
@@ -161,8 +162,11 @@ def plan_promotion(
     min_acc: float | None = None,
     tracking_uri: str | None = None,
     experiment: str = tracking.EXPERIMENT,
+    record: pd.DataFrame | None = None,
 ) -> PromotionPlan:
-    """Check a promotion request against the store and pick its trial; writes nothing."""
+    """Check a promotion request against the store and pick its trial; writes nothing.
+    `record`: the search's trial record when the caller holds it (the dashboard's), so it is
+    not read again."""
     chosen_policy = _check_request(policy, alias, min_acc)
     model_name = model_name or f"mixmo-{search}"
     _check_model_name(model_name)
@@ -170,7 +174,7 @@ def plan_promotion(
     client = tracking.connect_existing(tracking_uri)
     exp_id = tracking.experiment_id(client, experiment, create=False)
     parent_id = tracking.search_run_id(client, exp_id, search)
-    finished = finished_trials(client, exp_id, parent_id, search)
+    finished = finished_trials(client, exp_id, parent_id, search, record=record)
     if trial is None:
         chosen = select_trial(finished, chosen_policy, min_acc=min_acc, search=search)
     else:
@@ -198,11 +202,12 @@ def promote(
     tracking_uri: str | None = None,
     experiment: str = tracking.EXPERIMENT,
     device: str = "auto",
+    record: pd.DataFrame | None = None,
 ) -> Promotion:
     """Plan, check on the test split, log, register, tag and alias (the CLI's code path)."""
     plan = plan_promotion(
         search, policy=policy, alias=alias, model_name=model_name, trial=trial,
-        min_acc=min_acc, tracking_uri=tracking_uri, experiment=experiment,
+        min_acc=min_acc, tracking_uri=tracking_uri, experiment=experiment, record=record,
     )  # fmt: skip
     client = tracking.connect(plan.tracking_uri)
     tracking_auth.check_promotion(client, plan.experiment_id, plan.model_name)
@@ -213,11 +218,14 @@ def promote(
     return _carry_out(plan, device)
 
 
-def finished_trials(client: MlflowClient, exp_id: str, parent_id: str, search: str) -> list[Trial]:
-    """The search's finished trials, from the trial record every view reads, in the order
-    that breaks ties (the lowest Optuna trial number first, as Optuna's best_trial; then the
-    trial id); or an error saying what there is."""
-    rows = trial_table.trial_record(client, exp_id, parent_id)
+def finished_trials(
+    client: MlflowClient, exp_id: str, parent_id: str, search: str,
+    record: pd.DataFrame | None = None,
+) -> list[Trial]:  # fmt: skip
+    """The search's finished trials, from the trial record every view reads (`record`, else
+    read), in the order that breaks ties (the lowest Optuna trial number first, as Optuna's
+    best_trial; then the trial id); or an error saying what there is."""
+    rows = trial_table.trial_record(client, exp_id, parent_id) if record is None else record
     records = rows.to_dict("records") if len(rows) else []
     finished = [
         Trial(

@@ -83,7 +83,8 @@ def _without_undrawn(frame: pd.DataFrame) -> pd.DataFrame:
     trial had."""
     if frame.empty or SEARCHED not in frame:
         return frame
-    drawn = [set(searched_keys(v)) for v in frame[SEARCHED]]
+    parsed = {v: frozenset(searched_keys(v)) for v in frame[SEARCHED].unique()}  # a few kinds
+    drawn = [parsed[v] for v in frame[SEARCHED]]
     for key in sorted(set().union(*drawn)):
         column = f"param.{key}"
         undrawn = [key not in keys for keys in drawn]

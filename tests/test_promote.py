@@ -278,6 +278,7 @@ def test_promoting_the_same_trial_again_makes_no_new_version(search_store, store
     assert (again.version, again.trial_id) == (first.version, first.trial_id)
     assert again.replaced_version is None and not again.warnings  # no WARNING: nothing wrong
     assert again.again.endswith("and holds @champion: nothing changed")
+    capsys.readouterr()
     main(["--search", search_store.name, "--model-name", "twice", "--mlflow-uri", store])
     printed = capsys.readouterr()
     assert "WARNING" not in printed.err and "promoted trial" not in printed.out

@@ -54,6 +54,7 @@ request = dict(
     min_acc=min_acc,
     tracking_uri=search.uri,
     experiment=st.session_state.get("experiment", tracking.EXPERIMENT),  # the sidebar's
+    record=trials,  # the record every page reads, not read again
 )
 confirm_key, go_key = f"{search.run_id}-promote-confirm", f"{search.run_id}-promote-go"
 force_key = f"{search.run_id}-promote-force"

@@ -72,7 +72,7 @@ def test_parallel_coordinates_have_an_axis_per_param_and_the_objective(trials):
 def test_importance_bars(trials):
     params = queries.searched_params(trials)
     everyone = trials.assign(status="finished")
-    scores = parameters.param_importances(everyone, params, "val/acc", "max")
+    scores = parameters.param_importances(everyone, params, "val/acc", "max").scores
     figure = charts.importance_figure(scores, "val/acc")
     assert sorted(figure.data[0].y) == sorted(p.removeprefix("param.") for p in scores["param"])
 

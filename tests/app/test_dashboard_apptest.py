@@ -145,7 +145,8 @@ def test_importance_is_refused_with_its_reason_then_computed_on_request(
     app.toggle(key=f"{search_store.parent_run_id}-importance-pruned").set_value(True).run()
     assert not app.warning
     assert [t for s in plotly_specs(app) for t in s["data"] if t.get("type") == "bar"]
-    assert f"{pruned} stopped early (their last epoch's value)" in texts(app)
+    assert f"{pruned} stopped early at their last epoch's value" in texts(app)
+    assert "the search's Optuna study" in texts(app)  # its own study, beside the search
 
 
 def test_compare_page_side_by_side(monkeypatch, search_store, trials):
