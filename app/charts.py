@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from app.queries import categories
+from app.queries import NOT_DRAWN, categories
 
 COLOUR_BY = "param.mixing.block"  # MixMo's mixing block: linear, cut, ...
 SIZE_BY = "param.model.n_members"  # M, the number of subnetworks
@@ -37,6 +37,9 @@ def tradeoff_figure(
     shown = trials[trials[x].notna() & trials[y].notna()]
     hover = list(dict.fromkeys([*params, *[c for c in (COLOUR_BY, SIZE_BY) if c in shown]]))
     frame = shown.rename(columns={c: _short(c) for c in hover})
+    for column in (_short(c) for c in hover if c != SIZE_BY):  # not drawn: M = 1's block
+        if frame[column].isna().any():
+            frame[column] = frame[column].astype(object).fillna(NOT_DRAWN)
     colour = _short(COLOUR_BY) if COLOUR_BY in shown else None
     fig = px.scatter(
         frame,
@@ -56,6 +59,7 @@ def tradeoff_figure(
     for trace in fig.data:
         if str(trace.name).split(", ")[-1] == "pruned":
             trace.update(opacity=PRUNED_OPACITY, legendgroup="pruned", marker_line_width=2)
+    _label_overlaps(fig, shown, x, y)
     on_front = shown.set_index("run_id").reindex(list(front)).dropna(subset=[x, y])
     on_front = on_front.sort_values([x, y])
     fig.add_trace(
@@ -85,6 +89,31 @@ def tradeoff_figure(
     return fig
 
 
+def overlapping(trials: pd.DataFrame, x: str, y: str) -> int:
+    """How many trials share their (x, y) point with another (one marker hides the others)."""
+    shown = trials[trials[x].notna() & trials[y].notna()]
+    sizes = shown.groupby([x, y], sort=False).size()
+    return int(sizes[sizes > 1].sum())
+
+
+def _label_overlaps(fig: go.Figure, trials: pd.DataFrame, x: str, y: str) -> None:
+    """Label each point that several trials share with "×n"; its hover names them."""
+    shown = trials[trials[x].notna() & trials[y].notna()]
+    groups = shown.groupby([x, y], sort=False)["trial_id"].agg(list)
+    shared = groups[groups.map(len) > 1]
+    if shared.empty:
+        return
+    xs, ys = zip(*shared.index, strict=True)
+    fig.add_trace(
+        go.Scatter(
+            x=list(xs), y=list(ys), mode="text", name="overlapping", showlegend=False,
+            text=[f"×{len(ids)}" for ids in shared], textposition="top right",
+            hovertext=[f"{len(ids)} trials here: {', '.join(ids)}" for ids in shared],
+            hoverinfo="text",
+        )
+    )  # fmt: skip
+
+
 def parallel_figure(
     trials: pd.DataFrame,
     params: Sequence[str],
@@ -103,7 +132,9 @@ def parallel_figure(
         numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
         if scale == "categorical" or not numeric:
             labels = list((axes or {}).get(column) or categories(values))
-            codes = values.map({v: i for i, v in enumerate(labels)})
+            if values.isna().any():  # trials that did not draw it: an axis value of their own
+                labels.append(NOT_DRAWN)
+            codes = values.fillna(NOT_DRAWN).map({v: i for i, v in enumerate(labels)})
             dimensions.append(
                 {"label": _short(column), "values": codes, "tickvals": list(range(len(labels))),
                  "ticktext": [_tick(v) for v in labels], "range": [0, max(len(labels) - 1, 1)]}
@@ -111,15 +142,33 @@ def parallel_figure(
         elif scale == "log":
             ticks = _log_ticks(float(values.min()), float(values.max()))
             dimensions.append(
-                {"label": _short(column), "values": np.log10(values),
-                 "tickvals": np.log10(ticks).tolist(), "ticktext": [_tick(t) for t in ticks]}
+                _with_missing(_short(column), np.log10(values), np.log10(ticks).tolist(),
+                              [_tick(t) for t in ticks])
             )  # fmt: skip
+        elif values.isna().any():
+            ticks = np.linspace(float(values.min()), float(values.max()), 5).tolist()
+            dimensions.append(
+                _with_missing(_short(column), values, ticks, [f"{t:.3g}" for t in ticks])
+            )
         else:
             dimensions.append({"label": _short(column), "values": values})
     line = {"color": shown[target], "colorscale": "Viridis", "showscale": True}
     fig = go.Figure(go.Parcoords(dimensions=dimensions, line=line))
     fig.update_layout(margin={"l": 60, "r": 60, "t": 50})
     return fig
+
+
+def _with_missing(
+    label: str, values: pd.Series, tickvals: list[float], ticktext: list[str]
+) -> dict[str, object]:
+    """A numeric parcoords axis whose missing values (not drawn) sit on a tick of their own,
+    below the others (parcoords draws no line through a missing value)."""
+    if not values.isna().any():
+        return {"label": label, "values": values, "tickvals": tickvals, "ticktext": ticktext}
+    low, high = min(tickvals), max(tickvals)
+    below = low - 0.15 * ((high - low) or 1.0)
+    return {"label": label, "values": values.fillna(below), "tickvals": [below, *tickvals],
+            "ticktext": [NOT_DRAWN, *ticktext]}  # fmt: skip
 
 
 def slice_figure(
@@ -132,11 +181,13 @@ def slice_figure(
     """`target` against one parameter, a point per trial (symbol: status), on an axis of the
     parameter's `scale`: its values (in the `order` of `parameters.axis_categories`), log or
     linear."""
-    shown = trials[trials[target].notna() & trials[param].notna()]
+    categorical = scale == "categorical"
+    shown = trials[trials[target].notna() & (categorical | trials[param].notna())]
     frame = shown.assign(**{_short(param): shown[param]})
-    if scale == "categorical":
+    if categorical:  # trials that did not draw the param get a category of their own
         labels = [_tick(v) for v in (order or categories(shown[param]))]
-        frame[_short(param)] = shown[param].map(_tick)
+        labels += [NOT_DRAWN] if shown[param].isna().any() else []
+        frame[_short(param)] = shown[param].map(_tick, na_action="ignore").fillna(NOT_DRAWN)
     fig = px.scatter(
         frame, x=_short(param), y=target, symbol="status", hover_name="trial_id",
         symbol_map={"finished": "circle", "pruned": "circle-open", "running": "diamond-open"},
@@ -149,6 +200,7 @@ def slice_figure(
     for trace in fig.data:
         if trace.name == "pruned":
             trace.update(opacity=PRUNED_OPACITY)
+    _label_overlaps(fig, frame, _short(param), target)
     fig.update_layout(legend_title_text="", margin={"t": 30})
     return fig
 
@@ -198,10 +250,15 @@ def members_figure(members: pd.DataFrame, split: str) -> go.Figure:
 def calibration_figure(calibration: pd.DataFrame, split: str) -> go.Figure:
     """NLL and ECE before and after temperature scaling, per trial (`queries.calibration`)."""
     fig = px.bar(
-        calibration, x="trial", y="value", color="scaling", barmode="group", facet_col="metric"
-    )
+        calibration, x="trial", y="value", color="scaling", barmode="group",
+        facet_col="metric", facet_col_spacing=0.12,  # each panel keeps its own y ticks
+    )  # fmt: skip
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1].upper()))
     fig.update_yaxes(matches=None, showticklabels=True, title="")
-    fig.update_layout(title=f"{split} calibration", margin={"t": 60})
+    fig.update_layout(
+        title=f"{split} calibration", margin={"t": 60},
+        legend={"orientation": "h", "y": -0.2, "title": "temperature scaling"},
+    )  # fmt: skip
     return fig
 
 
@@ -260,6 +317,7 @@ def cost_figure(
                 "<extra></extra>",
             )
         )  # fmt: skip
+    _label_overlaps(fig, trials, x, y)
     ringed = trials[trials["run_id"].isin(list(selected))]
     fig.add_trace(
         go.Scatter(

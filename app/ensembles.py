@@ -25,19 +25,21 @@ def predictions(uri: str, run_id: str, split: str) -> Predictions:
     return tracking.download_predictions(tracking.connect(uri, create=False), run_id, split)
 
 
+# what greedy selection may optimise (mixmo_search.ensembles.GREEDY_METRICS, named here so
+# the page draws without importing torch)
+GREEDY_METRICS = ("nll", "acc")
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
-def ensemble(uri: str, run_ids: tuple[str, ...], labels: tuple[str, ...]) -> pd.DataFrame:
-    """Validation and test metrics of each trial alone and of their ensemble (beyond the
-    paper): one row each, labelled by `labels` and "ensemble"."""
+def combined(uri: str, run_ids: tuple[str, ...]) -> dict[str, float]:
+    """Validation and test metrics of the ensemble of the trials `run_ids` (beyond the paper),
+    from their stored predictions: the one thing of a trial the trainer did not log. A trial
+    alone is shown with its logged metrics (the trial record), never recomputed here."""
     from mixmo_search.ensembles import evaluate_ensemble
 
     val = [predictions(uri, run_id, "val") for run_id in run_ids]
     test = [predictions(uri, run_id, "test") for run_id in run_ids]
-    rows = {
-        label: evaluate_ensemble([v], [t]) for label, v, t in zip(labels, val, test, strict=True)
-    }
-    rows["ensemble"] = evaluate_ensemble(val, test)
-    return pd.DataFrame(rows).T
+    return evaluate_ensemble(val, test)
 
 
 @dataclass(frozen=True)

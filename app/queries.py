@@ -13,31 +13,31 @@ import ast
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from mixmo_search import tracking, trial_table
-from mixmo_search.pareto import pareto_front
+from mixmo_search.trial_table import BASE_COLUMNS, NOT_DRAWN, STATUSES, metric_columns
 
-if TYPE_CHECKING:
-    pass
+__all__ = ["BASE_COLUMNS", "NOT_DRAWN", "STATUSES", "metric_columns"]  # the record's, here too
 
 SEARCHES_TTL_S = 30  # a new search shows up in the picker within this time
 TRIALS_TTL_S = 120  # a running search clears this cache itself on every refresh
 HISTORY_TTL_S = 60  # learning curves of running trials grow by one epoch at a time
-BASE_COLUMNS = ("run_id", "trial_id", "optuna_trial", "status", "epochs", "error", "pareto",
-                "start_time", "has_final")  # fmt: skip
-STATUSES = ("finished", "pruned", "running", "failed", "interrupted")
-# the trials table's first columns (the last two where trials log them); the rest on demand
-KEY_METRICS = ("val/acc", "val/nll", "val/ece", "val/disagreement", "test/acc", "test/nll",
+# the trials table's first metrics, beside the objectives (the last two where trials log
+# them): each validation figure with its test counterpart; the rest on demand
+KEY_METRICS = ("val/acc", "test/acc", "val/nll", "test/nll", "val/ece", "val/disagreement",
                "val/corrupt_acc", "val/ood_auroc_msp")  # fmt: skip
 # Metric names ending with one of these are better when larger; all others when smaller.
 _MAXIMISED = ("acc", "top5", "disagreement", "ratio_error", "member_acc_mean", "slots_per_s",
               "images_per_s", "corrupt_acc", "corrupt_rel_acc", "cov_at_", "ood_auroc",
               "ood_aupr")  # fmt: skip
-_SPLIT_ORDER = {"val": 0, "test": 1, "train": 2}
+# how a number is shown, by what it counts: st.column_config formats (printf or a name)
+COUNTS = ("epochs", "best_epoch", "optuna_trial", "size", "k", "trials/", "train/images")
+LARGE = ("cost/params", "cost/flops")  # millions and billions: compact (36.5M, 10.5G)
+RATES = ("images_per_s", "slots_per_s", "seconds")  # throughput and time: whole numbers
 
 
 @st.cache_data(ttl=SEARCHES_TTL_S, show_spinner=False)
@@ -87,40 +87,55 @@ def search_label(search: Mapping[str, Any]) -> str:
 
 @st.cache_data(ttl=TRIALS_TTL_S, show_spinner=False)
 def trials(uri: str, exp_id: str, search_id: str) -> pd.DataFrame:
-    """The search's trials, one row each, with reported metrics (see `reported_metrics`)."""
-    return reported_metrics(
-        trial_table.load_trials(tracking.connect(uri, create=False), exp_id, search_id)
-    )
+    """The search's trial record (`trial_table.trial_record`): one row per trial, the params
+    it drew, its outcome and its reported metrics, as the summary and promotion read it."""
+    client = tracking.connect(uri, create=False)
+    return trial_table.trial_record(client, exp_id, search_id)
 
 
-def reported_metrics(raw: pd.DataFrame) -> pd.DataFrame:
-    """Give each metric one value per trial: its best validation epoch's (`final/*`) when the
-    trial finished, else its last epoch's. `final/` is dropped from the names (`test/*` only
-    exist as final metrics); `has_final` says which a row holds."""
-    if raw.empty:
-        return pd.DataFrame(columns=list(BASE_COLUMNS))
-    finals = [c for c in raw.columns if c.startswith("final/")]
-    names = [c.removeprefix("final/") for c in finals]
-    reported = {
-        name: raw[final].combine_first(raw[name]) if name in raw else raw[final]
-        for name, final in zip(names, finals, strict=True)
-    }
-    frame = raw.drop(columns=finals + [n for n in names if n in raw])
-    frame = pd.concat([frame, pd.DataFrame(reported, index=raw.index)], axis=1)
-    frame["has_final"] = raw[finals].notna().any(axis=1) if finals else False
-    params = sorted(c for c in frame.columns if c.startswith("param."))
-    metrics = metric_columns(frame)
-    return frame[[*BASE_COLUMNS, *params, *metrics]]
+def number_format(name: str) -> str:
+    """How to show the column `name` (a `st.column_config.NumberColumn` format): counts as
+    integers, parameter and FLOP counts compact, rates and times whole, the rest (accuracies,
+    losses, calibration, diversity) with 4 decimals."""
+    if name.startswith(COUNTS) or name in COUNTS:
+        return "%d"
+    if name in LARGE:
+        return "compact"
+    if name.split("/")[-1].startswith(RATES):
+        return "%.0f"
+    return "%.4f"
 
 
-def metric_columns(trials: pd.DataFrame) -> list[str]:
-    """The metric columns: validation first, then test, train, and the rest, by name."""
-    names = [c for c in trials.columns if c not in BASE_COLUMNS and not c.startswith("param.")]
+def shown_number(name: str, value: Any) -> str:
+    """`value` of the column `name` as `number_format` shows it ("—" when missing)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NOT_DRAWN
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return str(value)
+    fmt = number_format(name)
+    if fmt == "compact":
+        return _compact(float(value))
+    return fmt % (round(value) if fmt == "%d" else value)
 
-    def order(name: str) -> tuple[int, str]:
-        return _SPLIT_ORDER.get(name.split("/")[0], len(_SPLIT_ORDER)), name
 
-    return sorted(names, key=order)
+def _compact(value: float) -> str:
+    for size, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+def column_formats(columns: Sequence[str]) -> dict[str, Any]:
+    """`st.dataframe` column configs giving each numeric column its `number_format`."""
+    return {c: st.column_config.NumberColumn(c, format=number_format(c)) for c in columns}
+
+
+def formatted(frame: pd.DataFrame, *, by_row: bool = False) -> pd.DataFrame:
+    """A copy of `frame` with every number as text in its `number_format` (by its column's
+    name, or its row's when `by_row`): for tables whose columns mix metrics."""
+    if by_row:
+        return formatted(frame.T).T
+    return frame.apply(lambda column: column.map(lambda v: shown_number(str(column.name), v)))
 
 
 def epoch_metrics(trials: pd.DataFrame) -> list[str]:
@@ -148,21 +163,26 @@ def searched_params(trials: pd.DataFrame) -> list[str]:
 
 
 def front_run_ids(trials: pd.DataFrame, metrics: Sequence[str], modes: Sequence[str]) -> list[str]:
-    """Run ids of the finished trials that no other finished trial dominates on `metrics`."""
-    finished = trials[trials["status"] == "finished"]
-    rows = finished.reindex(columns=list(metrics)).to_dict("records")
-    return finished["run_id"].iloc[pareto_front(rows, metrics, modes)].tolist()
+    """Run ids of the finished trials that no other finished trial dominates on `metrics`:
+    `trial_table.pareto_run_ids`, the summary's and promotion's Pareto set."""
+    return trial_table.pareto_run_ids(trials, dict(zip(metrics, modes, strict=True)))
+
+
+def pareto_axes(search_objectives: Mapping[str, str]) -> dict[str, str]:
+    """{metric: mode} the search's Pareto set is on (`trial_table.pareto_axes`)."""
+    return trial_table.pareto_axes(search_objectives)
 
 
 def filter_options(
     trials: pd.DataFrame, column: str, scale: str = "linear"
 ) -> list[Any] | tuple[float, float]:
     """What to offer as a filter: the (low, high) range of a float column, else the distinct
-    values (categories, booleans, integers such as M, and floats drawn from a list)."""
+    values (categories, booleans, integers such as M, and floats drawn from a list), with
+    NOT_DRAWN last when some trials did not draw the param."""
     values = trials[column].dropna()
     if scale != "categorical" and pd.api.types.is_float_dtype(values) and values.nunique() > 1:
         return float(values.min()), float(values.max())
-    return categories(values)
+    return categories(values) + ([NOT_DRAWN] if trials[column].isna().any() else [])
 
 
 def categories(values: pd.Series) -> list[Any]:
@@ -183,13 +203,15 @@ def filter_trials(
     choices: Mapping[str, Sequence[Any]] | None = None,
     ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> pd.DataFrame:
-    """The trials with one of `statuses`, a value in `choices[column]` and within
-    `ranges[column]` (inclusive) for every filtered column."""
+    """The trials with one of `statuses`, a value in `choices[column]` (NOT_DRAWN there keeps
+    the trials that did not draw the param) and within `ranges[column]` (inclusive; trials
+    that did not draw the param stay) for every filtered column."""
     keep = trials["status"].isin(statuses)
     for column, allowed in (choices or {}).items():
-        keep &= trials[column].isin(list(allowed))
+        undrawn = trials[column].isna() & (NOT_DRAWN in list(allowed))
+        keep &= trials[column].isin([a for a in allowed if a != NOT_DRAWN]) | undrawn
     for column, (low, high) in (ranges or {}).items():
-        keep &= trials[column].between(low, high)
+        keep &= trials[column].between(low, high) | trials[column].isna()
     return trials[keep]
 
 
@@ -199,11 +221,12 @@ def run_url(ui_base: str, exp_id: str, run_id: str) -> str:
 
 
 def by_objective(trials: pd.DataFrame, metric: str | None, mode: str) -> pd.DataFrame:
-    """The trials sorted on `metric`, best first in its direction (`mode`), missing values
-    last; unchanged when there is no such column."""
-    if metric is None or metric not in trials:
+    """The trials sorted on `metric`, best first in its direction (`mode`), ties as Optuna
+    breaks them (`trial_table.best_first`), missing values last; unchanged when there is no
+    such column."""
+    if metric is None:
         return trials
-    return trials.sort_values(metric, ascending=mode == "min", na_position="last", kind="stable")
+    return trial_table.best_first(trials, metric, mode)
 
 
 def trials_table(
@@ -213,19 +236,23 @@ def trials_table(
     metrics: Sequence[str],
     exp_id: str,
     ui_base: str,
+    pareto: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """The trials table, in the order of `trials`: Ray trial id and Optuna trial number, status,
-    epochs run, Pareto flag, params (short names), metrics, start time, the failure reason when
-    a trial failed, and the trial's MLflow link."""
-    columns = ["trial_id", "optuna_trial", "status", "epochs", "pareto", *params, *metrics,
+    """The trials table, in the order of `trials`, most used columns first: Ray trial id, its
+    MLflow link, Optuna trial number, status, `metrics` (objectives first: the caller's
+    order), params (short names; missing where a trial did not draw one), epochs run, whether
+    it is on the Pareto set (`pareto`: run ids), start time, and the failure reason when a
+    trial failed."""
+    columns = ["trial_id", "optuna_trial", "status", *metrics, *params, "epochs",
                "start_time"]  # fmt: skip
     if trials["error"].fillna("").astype(bool).any():
         columns.append("error")
     table = trials.reindex(columns=columns)
-    table["optuna_trial"] = table["optuna_trial"].astype("Int64")  # "–" where unknown
+    table["optuna_trial"] = table["optuna_trial"].astype("Int64")  # "—" where unknown
     table["epochs"] = table["epochs"].astype("Int64")
+    table.insert(columns.index("epochs") + 1, "pareto", trials["run_id"].isin(list(pareto)))
     table = table.rename(columns={p: p.removeprefix("param.") for p in params})
-    table["mlflow"] = [run_url(ui_base, exp_id, run_id) for run_id in trials["run_id"]]
+    table.insert(1, "mlflow", [run_url(ui_base, exp_id, run_id) for run_id in trials["run_id"]])
     return table.reset_index(drop=True)
 
 
@@ -233,9 +260,18 @@ def param_differences(trials: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFr
     """The parameters on which the trials `run_ids` differ: one row each, a column a trial."""
     picked = _picked(trials, run_ids)
     params = [c for c in trials.columns if c.startswith("param.") and c != "param.searched"]
-    table = picked[params].T.map(lambda v: f"{v:.4g}" if isinstance(v, float) else str(v))
+    table = picked[params].T.map(_param_text)
     table = table[picked[params].T.astype(str).nunique(axis=1) > 1]
     return table.rename(index=lambda p: p.removeprefix("param."))
+
+
+def _param_text(value: Any) -> str:
+    """A param's value as a user wrote it; NOT_DRAWN where the trial did not draw it."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NOT_DRAWN
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.4g}"
+    return str(value)
 
 
 def metric_comparison(

@@ -10,7 +10,9 @@ member's vote, after a header line.
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,17 +62,61 @@ def read_images(files: Sequence[Path], *, in_channels: int, image_size: int) -> 
     return torch.stack(pixels)
 
 
-@exit_on_user_error
-def main(argv: list[str] | None = None) -> None:
-    parser = Parser(
+MODES = {1: "L (greyscale)", 3: "RGB"}  # PIL mode per channel count
+IMAGES_HELP = """\
+What a model takes: its MLflow signature's input, float32 (N, C, H, W) raw pixels in
+[0, 255]. Each file is read with PIL, converted to the model's mode (C = 1: L, greyscale;
+C = 3: RGB) and, when its size differs, resized (bilinear) to H x W. By training data set:
+digits: L 8x8; cifar10, cifar100: RGB 32x32; tinyimagenet: RGB 64x64; imagefolder: the
+channels and data.image_size it trained with. `--model URI --help` reads that model's own
+signature (in $MLFLOW_TRACKING_URI, else ./mlflow.db, or --mlflow-uri)."""
+
+
+def model_input(model: str, tracking_uri: str | None) -> str:
+    """What the model `model` takes, from its signature, e.g. `L (greyscale) 8x8 images`;
+    a sentence saying why not when it cannot be read."""
+    import mlflow
+
+    from mixmo_search import tracking
+    from mixmo_search.serving import fluent_tracking_uri
+
+    try:
+        with fluent_tracking_uri(tracking_uri or tracking.default_tracking_uri()):
+            signature = mlflow.models.get_model_info(model).signature
+        _, channels, height, width = signature.inputs.inputs[0].shape
+    except Exception as err:  # noqa: BLE001 - help text: say why, never fail
+        return f"its signature could not be read ({type(err).__name__}: {str(err)[:120]})"
+    mode = MODES.get(channels, f"{channels}-channel")
+    shape = f"float32 (N, {channels}, {height}, {width})"
+    return f"{mode} {height}x{width} images (signature: {shape})"
+
+
+def _parser(argv: list[str]) -> Parser:
+    epilog = IMAGES_HELP
+    if {"-h", "--help"} & set(argv) and "--model" in argv[:-1]:  # this model's own input
+        model = argv[argv.index("--model") + 1]
+        uri = argv[argv.index("--mlflow-uri") + 1] if "--mlflow-uri" in argv[:-1] else None
+        epilog += f"\n\n{model} takes {model_input(model, uri)}."
+    return Parser(
         prog="python -m mixmo_search.predict",
         description="Print each image's ensemble class, confidence and the members' votes.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser(argv)
     parser.add_argument(
         "--model", required=True,
         help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH, or a model's folder",
     )  # fmt: skip
-    parser.add_argument("--images", required=True, nargs="+", help="image files or folders")
+    parser.add_argument(
+        "--images", required=True, nargs="+",
+        help="image files or folders (any size and mode PIL reads: see below)",
+    )  # fmt: skip
     parser.add_argument(
         "--mlflow-uri", help="tracking and registry store (default $MLFLOW_TRACKING_URI, else "
         "sqlite:///mlflow.db in the working directory)",

@@ -38,6 +38,7 @@ from mixmo_search import tracking, tracking_auth, trial_table
 from mixmo_search.errors import Parser, UserError, exit_on_user_error
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow import MlflowClient
 
     from mixmo_search.config import TrainConfig
@@ -97,6 +98,7 @@ class Trial:
     run_id: str
     val: dict[str, float]
     test: dict[str, float]
+    optuna_trial: int | None = None  # its number in the search's study: ties go to the lowest
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ class Promotion:
     test_acc_measured: float  # re-evaluated here from the checkpoint
     replaced_version: str | None
     warnings: tuple[str, ...]
+    # a trial promoted before: no new version was made, and what happened to the alias
+    again: str | None = None
 
 
 def plan_promotion(
@@ -158,8 +162,11 @@ def plan_promotion(
     min_acc: float | None = None,
     tracking_uri: str | None = None,
     experiment: str = tracking.EXPERIMENT,
+    record: pd.DataFrame | None = None,
 ) -> PromotionPlan:
-    """Check a promotion request against the store and pick its trial; writes nothing."""
+    """Check a promotion request against the store and pick its trial; writes nothing.
+    `record`: the search's trial record when the caller holds it (the dashboard's), so it is
+    not read again."""
     chosen_policy = _check_request(policy, alias, min_acc)
     model_name = model_name or f"mixmo-{search}"
     _check_model_name(model_name)
@@ -167,7 +174,7 @@ def plan_promotion(
     client = tracking.connect_existing(tracking_uri)
     exp_id = tracking.experiment_id(client, experiment, create=False)
     parent_id = tracking.search_run_id(client, exp_id, search)
-    finished = finished_trials(client, exp_id, parent_id, search)
+    finished = finished_trials(client, exp_id, parent_id, search, record=record)
     if trial is None:
         chosen = select_trial(finished, chosen_policy, min_acc=min_acc, search=search)
     else:
@@ -195,11 +202,12 @@ def promote(
     tracking_uri: str | None = None,
     experiment: str = tracking.EXPERIMENT,
     device: str = "auto",
+    record: pd.DataFrame | None = None,
 ) -> Promotion:
     """Plan, check on the test split, log, register, tag and alias (the CLI's code path)."""
     plan = plan_promotion(
         search, policy=policy, alias=alias, model_name=model_name, trial=trial,
-        min_acc=min_acc, tracking_uri=tracking_uri, experiment=experiment,
+        min_acc=min_acc, tracking_uri=tracking_uri, experiment=experiment, record=record,
     )  # fmt: skip
     client = tracking.connect(plan.tracking_uri)
     tracking_auth.check_promotion(client, plan.experiment_id, plan.model_name)
@@ -210,16 +218,22 @@ def promote(
     return _carry_out(plan, device)
 
 
-def finished_trials(client: MlflowClient, exp_id: str, parent_id: str, search: str) -> list[Trial]:
-    """The search's finished trials (sorted by trial id), or an error saying what there is."""
-    rows = trial_table.load_trials(client, exp_id, parent_id)
+def finished_trials(
+    client: MlflowClient, exp_id: str, parent_id: str, search: str,
+    record: pd.DataFrame | None = None,
+) -> list[Trial]:  # fmt: skip
+    """The search's finished trials, from the trial record every view reads (`record`, else
+    read), in the order that breaks ties (the lowest Optuna trial number first, as Optuna's
+    best_trial; then the trial id); or an error saying what there is."""
+    rows = trial_table.trial_record(client, exp_id, parent_id) if record is None else record
     records = rows.to_dict("records") if len(rows) else []
     finished = [
         Trial(
             str(r["trial_id"]),
             r["run_id"],
-            _metrics(r, "final/val/"),
-            _metrics(r, "final/test/"),
+            _metrics(r, "val/"),
+            _metrics(r, "test/"),
+            int(r["optuna_trial"]) if r.get("optuna_trial") == r.get("optuna_trial") else None,
         )
         for r in records
         if r["status"] == "finished" and _finite(r)
@@ -231,16 +245,24 @@ def finished_trials(client: MlflowClient, exp_id: str, parent_id: str, search: s
             f"search {search!r} has no finished trial ({seen}); only finished trials have a "
             "best checkpoint to promote: wait for the search, or resume it with --resume"
         )
-    return sorted(finished, key=lambda t: t.trial_id)
+    return sorted(finished, key=_tie_order)
+
+
+def _tie_order(trial: Trial) -> tuple[bool, int, str]:
+    number = trial.optuna_trial
+    return number is None, number if number is not None else 0, trial.trial_id
 
 
 def select_trial(
     trials: list[Trial], policy: Policy, *, min_acc: float | None = None, search: str = ""
 ) -> Trial:
-    """The trial `policy` picks on validation metrics; ties go to the smallest trial id."""
+    """The trial `policy` picks on validation metrics (for pareto-knee, on the Pareto set
+    `trial_table.pareto_run_ids` gives the summary and the dashboard); ties go to the lowest
+    Optuna trial number, then the smallest trial id."""
     from mixmo_search.pareto import knee_point
 
-    eligible = [t for t in trials if min_acc is None or t.val.get("val/acc", -1.0) >= min_acc]
+    ordered = sorted(trials, key=_tie_order)
+    eligible = [t for t in ordered if min_acc is None or t.val.get("val/acc", -1.0) >= min_acc]
     if not eligible:
         best = max(t.val.get("val/acc", 0.0) for t in trials)
         raise PromoteError(
@@ -304,11 +326,12 @@ def _named_trial(finished: list[Trial], trial_id: str, search: str) -> Trial:
 
 
 def _finite(row: dict[str, Any]) -> bool:
-    """Whether a trial's final accuracy and NLL on val and test are finite numbers, and no
-    other final metric is infinite: a network that gives NaN or inf is never promoted.
+    """Whether a finished trial's final accuracy and NLL on val and test are finite numbers,
+    and no other final metric is infinite: a network that gives NaN or inf is never promoted.
     (MLflow's SQL stores keep inf as the largest float, so that counts as infinite.)"""
-    finals = {k: v for k, v in row.items() if k.startswith("final/") and isinstance(v, float)}
-    required = [f"final/{split}/{name}" for split in ("val", "test") for name in ("acc", "nll")]
+    finals = {k: v for k, v in row.items()
+              if k.startswith(("val/", "test/")) and isinstance(v, float)}  # fmt: skip
+    required = [f"{split}/{name}" for split in ("val", "test") for name in ("acc", "nll")]
     return all(_number(finals.get(key, math.nan)) for key in required) and all(
         _number(v) or math.isnan(v) for v in finals.values()
     )
@@ -319,18 +342,17 @@ def _number(value: float) -> bool:
 
 
 def _metrics(row: dict[str, Any], prefix: str) -> dict[str, float]:
-    """`final/val/acc` -> `val/acc`, dropping NaN (metrics this trial never logged)."""
+    """The record's `prefix` metrics of a finished trial (its kept epoch's), dropping NaN
+    (metrics this trial never logged)."""
     return {
-        k.removeprefix("final/"): float(v)
+        k: float(v)
         for k, v in row.items()
         if k.startswith(prefix) and isinstance(v, int | float) and not math.isnan(v)
     }
 
 
 def _holder(client: MlflowClient, model_name: str, alias: str) -> Holder | None:
-    from mixmo_search.serving import alias_holder
-
-    version = alias_holder(client, model_name, alias)
+    version = tracking.alias_holder(client, model_name, alias)
     if version is None:
         return None
     val = {}
@@ -350,9 +372,7 @@ def _holder(client: MlflowClient, model_name: str, alias: str) -> Holder | None:
 
 def _registered_version(client: MlflowClient, model_name: str, trial_run_id: str) -> str | None:
     """The version of `model_name` already made from the trial `trial_run_id`, if any."""
-    from mixmo_search.serving import versions
-
-    for version in versions(client, model_name):
+    for version in tracking.model_versions(client, model_name):
         if version.tags.get(tracking.TRIAL_RUN_ID) == trial_run_id:
             return str(version.version)
     return None
@@ -373,10 +393,19 @@ def _realias(plan: PromotionPlan) -> Promotion:
         promotion_run_id=version.run_id, policy=plan.policy.name, val_metrics=plan.trial.val,
         test_acc_logged=plan.trial.test.get("test/acc", math.nan), test_acc_measured=measured,
         replaced_version=plan.holder.version if plan.holder and moved else None,
-        warnings=(f"trial {plan.trial.trial_id} is already version {plan.registered} of "
-                  f"{plan.model_name}: no new version was made"
-                  + ("" if moved else f", and it already holds @{plan.alias}"),),
+        warnings=(), again=_again(plan),
     )  # fmt: skip
+
+
+def _again(plan: PromotionPlan) -> str:
+    """What promoting a trial that is already a version does (it makes no new version)."""
+    where = (
+        f"trial {plan.trial.trial_id} is already version {plan.registered} of {plan.model_name}"
+    )
+    if plan.holder is not None and plan.holder.version == plan.registered:
+        return f"{where} and holds @{plan.alias}: nothing changed"
+    was = f" (it was on version {plan.holder.version})" if plan.holder else ""
+    return f"{where}: no new version made; @{plan.alias} now points to it{was}"
 
 
 def _refusal(
@@ -529,12 +558,33 @@ def main(argv: list[str] | None = None) -> None:
     for warning in result.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
     was = f" (was version {result.replaced_version})" if result.replaced_version else ""
-    print(
+    done = result.again or (
         f"promoted trial {result.trial_id} of search {result.search!r} ({result.policy}) as "
-        f"{result.model_name} version {result.version}, alias {result.alias}{was}\n"
-        f"test/acc: trainer {result.test_acc_logged:.4f}, re-evaluated "
-        f"{result.test_acc_measured:.4f}\n"
-        f"load it: python -m mixmo_search.predict --model {result.model_uri} --images DIR"
+        f"{result.model_name} version {result.version}, alias {result.alias}{was}"
+    )
+    print(
+        f"{done}\ntest/acc: trainer {result.test_acc_logged:.4f}, re-evaluated "
+        f"{result.test_acc_measured:.4f}\n{_next_commands(result, args.mlflow_uri)}"
+    )
+
+
+def _next_commands(result: Promotion, uri: str | None) -> str:
+    """How to use the promoted model, as it should be pasted: this interpreter (the virtual
+    environment's when `python` on PATH is another), and its bin folder on PATH for `mlflow
+    models serve`, which starts `uvicorn` by name."""
+    import shlex
+
+    from mixmo_search.search.summary import interpreter, script
+
+    store = shlex.quote(uri or tracking.default_tracking_uri())
+    model = shlex.quote(result.model_uri)
+    folder = shlex.quote(os.path.dirname(sys.executable))
+    path = "" if script("mlflow") == "mlflow" else f'PATH={folder}:"$PATH" '
+    return (
+        f"load it: {interpreter()} -m mixmo_search.predict --model {model} "
+        f"--mlflow-uri {store} --images DIR\n"
+        f"serve it: {path}MLFLOW_TRACKING_URI={store} mlflow models serve -m {model} "
+        "--env-manager local --host 127.0.0.1 --port 5001"
     )
 
 

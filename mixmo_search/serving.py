@@ -196,30 +196,11 @@ def log_network(
             )
 
 
-def _registered(client: MlflowClient, model_name: str) -> list[Any]:
-    literal = tracking.quoted(model_name)
-    return [] if literal is None else client.search_registered_models(f"name = {literal}")
-
-
-def versions(client: MlflowClient, model_name: str) -> list[ModelVersion]:
-    """Every version of `model_name` (none when it is not registered)."""
-    literal = tracking.quoted(model_name)
-    return [] if literal is None else client.search_model_versions(f"name = {literal}")
-
-
-def alias_holder(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
-    """The version of `model_name` that holds `alias`, or None (no such model or alias)."""
-    found = _registered(client, model_name)
-    if not found or alias not in found[0].aliases:
-        return None
-    return client.get_model_version(model_name, found[0].aliases[alias])
-
-
 def register(
     client: MlflowClient, model_name: str, info: ModelInfo, run_id: str, tags: dict[str, str]
 ) -> ModelVersion:
     """A new version of `model_name` (created when missing) for the logged model `info`."""
-    if not _registered(client, model_name):
+    if not tracking.registered_model(client, model_name):
         client.create_registered_model(
             model_name, description="MixMo networks promoted by `python -m mixmo_search.promote`"
         )

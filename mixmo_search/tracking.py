@@ -7,7 +7,7 @@ Layout of the store (the dashboard and `promote` read it through the functions b
   objectives (JSON), storage path, code revision, space digest; artifacts `space.yaml`,
   `versions.json`, and at the end `summary.json`; metrics `trials/*` counts;
 - one child run per trial (tag `mlflow.parentRunId`): tags `mixmo.kind=trial`,
-  `mixmo.trial_id`, `mixmo.status` (running, finished, pruned, failed, interrupted),
+  `mixmo.trial_id`, `mixmo.status` (running, finished, pruned, failed, interrupted, out_of_time),
   `mixmo.error` for failures, `mixmo.pareto`, and `mixmo.optuna_trial` (the Optuna trial
   number); a pruned trial's run is KILLED and named `<trial> (pruned at epoch E)`;
   params = the whole resolved training config
@@ -489,6 +489,27 @@ def download_artifact(client: MlflowClient, run_id: str, path: str, dst: str | P
             f"run {run_id} has no readable artifact {path!r} ({type(err).__name__}: "
             f"{str(err).splitlines()[0][:200]}); only finished trials keep their checkpoint"
         ) from None
+
+
+def registered_model(client: MlflowClient, model_name: str) -> list[Any]:
+    """`model_name` in the registry, as a list of one (none when it is not registered)."""
+    literal = quoted(model_name)
+    return [] if literal is None else client.search_registered_models(f"name = {literal}")
+
+
+def model_versions(client: MlflowClient, model_name: str) -> list[Any]:
+    """Every version of `model_name` (none when it is not registered)."""
+    literal = quoted(model_name)
+    return [] if literal is None else client.search_model_versions(f"name = {literal}")
+
+
+def alias_holder(client: MlflowClient, model_name: str, alias: str) -> Any | None:
+    """The version of `model_name` that holds `alias`, or None (no such model or alias).
+    Registry reads live here, not in `serving`, so a reader needs no torch."""
+    found = registered_model(client, model_name)
+    if not found or alias not in found[0].aliases:
+        return None
+    return client.get_model_version(model_name, found[0].aliases[alias])
 
 
 def summary_json(summary: dict[str, Any]) -> str:

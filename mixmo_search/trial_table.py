@@ -1,31 +1,180 @@
-"""A search's trials as one table (pandas), for the dashboard, `promote` and the summary.
+"""A search's trials as one record (a pandas frame) that every view reads: the summary and
+`summary.json`, the dashboard, the MLflow Pareto tags and `promote`.
 
 `load_trials` reads SQLite and PostgreSQL stores with a few SQL queries over MLflow's tables
 (a search of thousands of trials opens in about a second); other stores go through MLflow's
-`search_runs`. The store's layout is described in `tracking`.
+`search_runs`. The store's layout is described in `tracking`. Its rules, each decided here
+once:
+
+- a trial's params are those it had: a conditional param its sampler did not draw (absent
+  from its `searched` param, e.g. `mixing.block` of an M = 1 trial) is missing (NaN, shown
+  as NOT_DRAWN), never the base value its config carried;
+- its outcome is its `mixmo.status` tag (`search/outcomes.py` decides it);
+- its metrics are what its trainer logged (`reported`: the kept epoch's when it finished);
+- the best trial breaks ties as Optuna's `best_trial` does on its SQL storages: the lowest
+  Optuna trial number (`best_first`);
+- the Pareto set is `pareto.pareto_front` over the finished trials, on `pareto_axes`.
 """
 
 from __future__ import annotations
 
+import ast
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mixmo_search.tracking import ERROR, KIND, OPTUNA_TRIAL, PARENT, PARETO, STATUS, TRIAL_ID
+from mixmo_search.pareto import pareto_front
+from mixmo_search.tracking import (
+    ERROR,
+    KIND,
+    OPTUNA_TRIAL,
+    PARENT,
+    PARETO,
+    STATUS,
+    TRIAL_ID,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
 SQL_SCHEMES = ("sqlite", "postgresql")  # stores `load_trials` reads with SQL
+# every `mixmo.status` a trial can carry: the outcome rule's values, and running
+STATUSES = ("finished", "pruned", "running", "failed", "interrupted", "out_of_time")
+NOT_DRAWN = "—"  # how a view shows a param the trial's sampler did not draw
+SEARCHED = "param.searched"  # the keys a trial's sampler drew (fixed params included)
+DIVERSITY = "val/disagreement"  # MixMo's other axis: how often the members disagree
+BASE_COLUMNS = ("run_id", "trial_id", "optuna_trial", "status", "epochs", "error", "pareto",
+                "start_time", "has_final")  # fmt: skip
+_SPLIT_ORDER = {"val": 0, "test": 1, "train": 2}
 
 
 def load_trials(client: MlflowClient, exp_id: str, parent_id: str) -> pd.DataFrame:
-    """One row per trial: run id, trial id, status, error, Pareto flag, start time, epochs run
+    """One row per trial: run id, trial id, status, error, Pareto tag, start time, epochs run
     (the last step logged), Optuna trial number (NaN unless tagged), params (`param.*`, typed
-    back from strings) and latest metrics. Rows newest first, as `search_runs` orders them."""
+    back from strings; NaN where the trial did not draw them) and latest metrics (`final/*`
+    included). Rows newest first, as `search_runs` orders them."""
     if client.tracking_uri.split(":", 1)[0].split("+", 1)[0] in SQL_SCHEMES:
-        return _load_trials_sql(client.tracking_uri, exp_id, parent_id)
-    return _load_trials_api(client, exp_id, parent_id)
+        frame = _load_trials_sql(client.tracking_uri, exp_id, parent_id)
+    else:
+        frame = _load_trials_api(client, exp_id, parent_id)
+    return _without_undrawn(frame)
+
+
+def trial_record(client: MlflowClient, exp_id: str, parent_id: str) -> pd.DataFrame:
+    """The search's trials as every view shows them: `reported(load_trials(...))`."""
+    return reported(load_trials(client, exp_id, parent_id))
+
+
+def searched_keys(value: Any) -> list[str]:
+    """The keys of a trial's `searched` param (a list, logged as its repr); [] when missing."""
+    if not isinstance(value, str):
+        return []
+    try:
+        keys = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return []
+    return [str(k) for k in keys] if isinstance(keys, list | tuple) else []
+
+
+def _without_undrawn(frame: pd.DataFrame) -> pd.DataFrame:
+    """Blank each param some trial's sampler drew in the rows of the trials whose sampler did
+    not draw it: the config a trial trained kept the base value there, which is no value the
+    trial had."""
+    if frame.empty or SEARCHED not in frame:
+        return frame
+    parsed = {v: frozenset(searched_keys(v)) for v in frame[SEARCHED].unique()}  # a few kinds
+    drawn = [parsed[v] for v in frame[SEARCHED]]
+    for key in sorted(set().union(*drawn)):
+        column = f"param.{key}"
+        undrawn = [key not in keys for keys in drawn]
+        if column in frame and any(undrawn):
+            frame[column] = frame[column].mask(undrawn)
+    return frame
+
+
+def drawn_params(row: Mapping[str, Any], keys: list[str] | None = None) -> dict[str, Any]:
+    """{key: value} of the params a trial's sampler drew (of `keys`, when given), from a
+    row of the record; what it did not draw is absent."""
+    drawn = searched_keys(row.get(SEARCHED))
+    return {k: row.get(f"param.{k}") for k in (keys if keys is not None else drawn)
+            if k in drawn}  # fmt: skip
+
+
+def reported(raw: pd.DataFrame) -> pd.DataFrame:
+    """Give each metric one value per trial: its best validation epoch's (`final/*`) when the
+    trial finished, else its last epoch's. `final/` is dropped from the names (`test/*` only
+    exist as final metrics); `has_final` says which a row holds. Columns: BASE_COLUMNS, the
+    params, then the metrics (`metric_columns`' order)."""
+    import pandas as pd
+
+    if raw.empty:
+        return pd.DataFrame(columns=list(BASE_COLUMNS))
+    finals = [c for c in raw.columns if c.startswith("final/")]
+    names = [c.removeprefix("final/") for c in finals]
+    values = {
+        name: raw[final].combine_first(raw[name]) if name in raw else raw[final]
+        for name, final in zip(names, finals, strict=True)
+    }
+    frame = raw.drop(columns=finals + [n for n in names if n in raw])
+    frame = pd.concat([frame, pd.DataFrame(values, index=raw.index)], axis=1)
+    frame["has_final"] = raw[finals].notna().any(axis=1) if finals else False
+    params = sorted(c for c in frame.columns if c.startswith("param."))
+    return frame.reindex(columns=[*BASE_COLUMNS, *params, *metric_columns(frame)])
+
+
+def metric_columns(trials: pd.DataFrame) -> list[str]:
+    """The metric columns: validation first, then test, train, and the rest, by name."""
+    names = [c for c in trials.columns if c not in BASE_COLUMNS and not c.startswith("param.")]
+
+    def order(name: str) -> tuple[int, str]:
+        return _SPLIT_ORDER.get(name.split("/")[0], len(_SPLIT_ORDER)), name
+
+    return sorted(names, key=order)
+
+
+def best_first(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """The trials sorted on `metric`, best first in its direction (`mode`: max or min), ties
+    broken as Optuna's `best_trial` breaks them on SQLite (the lowest trial number), then by
+    start time and trial id; missing values last. Unchanged without such a column."""
+    if metric not in trials:
+        return trials
+    keys = [metric, *(c for c in ("optuna_trial", "start_time", "trial_id") if c in trials)]
+    ascending = [mode == "min"] + [True] * (len(keys) - 1)
+    return trials.sort_values(keys, ascending=ascending, na_position="last", kind="stable")
+
+
+def best_trial(trials: pd.DataFrame, metric: str, mode: str) -> dict[str, Any] | None:
+    """The best finished trial on `metric` (`best_first`'s first), as a row; None when no
+    finished trial has it."""
+    if trials.empty or metric not in trials:
+        return None
+    finished = trials[(trials["status"] == "finished") & trials[metric].notna()]
+    if finished.empty:
+        return None
+    return best_first(finished, metric, mode).head(1).to_dict("records")[0]
+
+
+def pareto_axes(objectives: Mapping[str, str]) -> dict[str, str]:
+    """{metric: mode} a search's Pareto set is taken on: its objectives when it has several,
+    else its objective beside validation diversity (`val/disagreement`; `val/acc` when the
+    objective is diversity): MixMo's accuracy-vs-diversity trade-off."""
+    axes = dict(objectives) or {"val/acc": "max"}
+    if len(axes) >= 2:
+        return axes
+    other = "val/acc" if DIVERSITY in axes else DIVERSITY
+    return {**axes, other: "max"}
+
+
+def pareto_run_ids(trials: pd.DataFrame, axes: Mapping[str, str]) -> list[str]:
+    """Run ids of the finished trials no other finished trial dominates on `axes`
+    ({metric column: mode}), in the frame's order; identical points are all on it."""
+    if trials.empty:
+        return []
+    finished = trials[trials["status"] == "finished"]
+    rows = finished.reindex(columns=list(axes)).to_dict("records")
+    front = pareto_front(rows, list(axes), list(axes.values())) if rows else []
+    return finished["run_id"].iloc[front].tolist()
 
 
 def _trial_row(run_id: str, name: str, mlflow_status: str, start_ms: int,

@@ -35,7 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted search")
     parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto)")
     parser.add_argument("--storage", help="folder for searches (default: runs/searches)")
-    parser.add_argument("--mlflow-uri", help="tracking URI (default: sqlite:///mlflow.db)")
+    parser.add_argument(
+        "--mlflow-uri",
+        help="MLflow tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in "
+        "the working directory); sqlite:///..., postgresql://..., http(s)://... of a server",
+    )
     parser.add_argument(
         "--experiment", default=tracking.EXPERIMENT, help="MLflow experiment (default %(default)s)"
     )

@@ -290,3 +290,20 @@ def test_a_bad_model_uri_through_the_cli_leaves_no_temporary_folder(digit_folder
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and "URIs are not read" in done.stderr
         assert not any(temp.iterdir()) and sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
+
+
+def test_help_says_what_images_each_model_takes(promoted, capsys):
+    store, model_uri = promoted
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "digits: L 8x8; cifar10, cifar100: RGB 32x32; tinyimagenet: RGB 64x64" in text
+    assert "$MLFLOW_TRACKING_URI" in text
+    with pytest.raises(SystemExit):
+        main(["--model", model_uri, "--mlflow-uri", store, "--help"])
+    own = capsys.readouterr().out
+    network = load_network(model_uri, tracking_uri=store)
+    fmt = network.input_format
+    assert (fmt.in_channels, fmt.image_size) == (1, 8)  # the fixture's digits network
+    assert f"{model_uri} takes L (greyscale) 8x8 images (signature: float32 (N, 1, 8, 8))" in own

@@ -277,7 +277,13 @@ def test_promoting_the_same_trial_again_makes_no_new_version(search_store, store
     before = registry_state(store)
     again = promote(search_store.name, model_name="twice", tracking_uri=store)
     assert (again.version, again.trial_id) == (first.version, first.trial_id)
-    assert again.replaced_version is None and "no new version was made" in again.warnings[0]
+    assert again.replaced_version is None and not again.warnings  # no WARNING: nothing wrong
+    assert again.again.endswith("and holds @champion: nothing changed")
+    capsys.readouterr()
+    main(["--search", search_store.name, "--model-name", "twice", "--mlflow-uri", store])
+    printed = capsys.readouterr()
+    assert "WARNING" not in printed.err and "promoted trial" not in printed.out
+    assert f"is already version {first.version} of twice and holds @champion" in printed.out
     assert registry_state(store) == before
     holder = MlflowClient(store).get_model_version_by_alias("twice", "champion")
     assert str(holder.version) == first.version
@@ -312,14 +318,12 @@ def test_best_robust_promotes_the_trial_most_accurate_under_corruption(
     assert "(best-robust)" in capsys.readouterr().out
     client = MlflowClient(uri)
     exp_id = tracking.experiment_id(client, create=False)
-    trials = trial_table.load_trials(client, exp_id, ensemble_store.parent_run_id)
-    best = trials.sort_values(["final/val/corrupt_acc", "trial_id"], ascending=[False, True])
+    trials = trial_table.trial_record(client, exp_id, ensemble_store.parent_run_id)
+    best = trial_table.best_trial(trials, "val/corrupt_acc", "max")  # ties: Optuna's rule
     version = client.get_model_version_by_alias(f"mixmo-{ensemble_store.name}", "champion")
-    assert version.tags["mixmo.trial_id"] == best.iloc[0]["trial_id"]
+    assert version.tags["mixmo.trial_id"] == best["trial_id"]
     assert version.tags["mixmo.policy"] == "best-robust"
-    assert float(version.tags["val/corrupt_acc"]) == pytest.approx(
-        best.iloc[0]["final/val/corrupt_acc"]
-    )
+    assert float(version.tags["val/corrupt_acc"]) == pytest.approx(best["val/corrupt_acc"])
 
 
 def test_robustness_policies_on_a_search_without_those_metrics_say_so(search_store):

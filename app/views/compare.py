@@ -49,7 +49,8 @@ left.markdown("**Parameters that differ**")
 left.dataframe(queries.param_differences(trials, side))
 right.markdown(f"**{split} metrics**")
 metrics = [f"{split}/{m}" for m in COMPARED] + ["best_epoch"]
-right.dataframe(queries.metric_comparison(trials, side, metrics).style.format("{:.4f}"))
+# a row a metric: each in its own format (best_epoch a whole epoch, accuracies 4 decimals)
+right.dataframe(queries.formatted(queries.metric_comparison(trials, side, metrics), by_row=True))
 left, right = st.columns(2)
 members = queries.member_accuracies(trials, side, split)
 left.plotly_chart(charts.members_figure(members, split), key="members")
@@ -58,5 +59,7 @@ right.plotly_chart(
 )
 st.caption(
     "Finished trials show their best validation epoch (test at that epoch, at the validation "
-    "temperature after scaling); others their last epoch, and no test metrics."
+    "temperature after scaling); others their last epoch, and no test metrics. Parameters "
+    f"that differ: {queries.NOT_DRAWN} where a trial's sampler did not draw the param. The "
+    "same values as on Trials and Ensembles: each trial's logged metrics."
 )

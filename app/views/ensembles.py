@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from app import charts, ensembles, queries, state
 from mixmo_search import tracking
-from mixmo_search.ensembles import GREEDY_METRICS
 
 SHOWN = (
     "val/acc",
@@ -47,10 +47,12 @@ if len(picked) < len(selected):
     )
 try:
     if picked:
-        labels = tuple(names[r] for r in picked)
-        table = ensembles.ensemble(search.uri, tuple(picked), labels)
-        whole = table.loc["ensemble"]
-        best = table.drop(index="ensemble")
+        # each trial's own row is its logged metrics (as on Trials and Compare); only the
+        # ensemble is computed, from the stored predictions
+        best = trials.set_index("run_id").loc[picked].set_index("trial_id")
+        whole = pd.Series(ensembles.combined(search.uri, tuple(picked)))
+        table = pd.concat([best.reindex(columns=list(SHOWN)), whole[list(SHOWN)].to_frame(
+            "ensemble").T])  # fmt: skip
         cells = st.columns(4)
         cells[0].metric(
             "val accuracy",
@@ -66,7 +68,12 @@ try:
         )
         cells[2].metric("disagreement between trials", f"{whole['val/disagreement']:.4f}")
         cells[3].metric("ratio-error between trials", f"{whole['val/ratio_error']:.4f}")
-        st.dataframe(table[list(SHOWN)].style.format("{:.4f}"))
+        st.dataframe(table, column_config=queries.column_formats(SHOWN))
+        st.caption(
+            "Rows: each trial's logged metrics (its trainer's, as on Trials), then the ensemble, "
+            "computed from the trials' stored float16 predictions (a trial recomputed that way "
+            "differs from its logged metrics by about 1e-4, or one sample moving a bin of ECE)."
+        )
     else:
         st.info(
             "Select finished trials to ensemble them: points on *Accuracy vs diversity*, rows "
@@ -87,7 +94,7 @@ try:
         key=f"{search.run_id}-max-size",
         help="a trial may be added more than once, which weights its vote",
     )
-    metric = right.radio("Optimise on validation", list(GREEDY_METRICS), horizontal=True)
+    metric = right.radio("Optimise on validation", ensembles.GREEDY_METRICS, horizontal=True)
     st.caption(
         "Caruana et al. (2004): start from the best trial on validation, then add, with "
         "replacement, the trial that most improves the validation metric; stop when no "
@@ -99,12 +106,18 @@ try:
         path = result.path.copy()
         path.insert(1, "added", path["run_id"].map(names))
         size = len(path)
-        if result.improving:
-            st.info(f"Greedy selection took {size} additions and stopped: {result.reason}.")
-        else:
-            st.warning(f"Greedy selection stopped at {size} members: {result.reason}.", icon="⚠️")
+        if result.improving:  # the limit stopped it: more members might still help
+            st.info(
+                f"Greedy selection reached the limit of {size} members while still improving "
+                "validation: raise the limit to let it grow."
+            )
+        else:  # its normal end
+            st.success(f"Greedy selection chose {size} members and stopped: {result.reason}.")
         st.plotly_chart(charts.greedy_figure(path, metric))
-        st.dataframe(path[["size", "added", *SHOWN]], hide_index=True)
+        st.dataframe(
+            path[["size", "added", *SHOWN]], hide_index=True,
+            column_config=queries.column_formats(["size", *SHOWN]),
+        )  # fmt: skip
         st.button(
             "Select these trials",
             on_click=state.select,

@@ -54,7 +54,11 @@ else:
 
 st.subheader("Parameter importance")
 left, right = st.columns([2, 1])
-evaluator = left.radio("Evaluator", list(parameters.EVALUATORS), horizontal=True)
+evaluator = left.radio(
+    "Evaluator", list(parameters.EVALUATORS), horizontal=True, key=f"{search.run_id}-evaluator",
+    help=f"PED-ANOVA is fast at any size; fANOVA and mean decrease impurity fit a forest, on "
+    f"at most {parameters.MAX_FOREST_TRIALS} trials (a seeded sample beyond)",
+)  # fmt: skip
 with_pruned = right.toggle(
     "Include trials stopped early",
     key=f"{search.run_id}-importance-pruned",
@@ -66,17 +70,22 @@ if refusal:
     st.warning(refusal, icon="⚠️")
 else:
     mode = queries.metric_mode(target, search.objectives)
-    importances = parameters.param_importances(
+    found = parameters.param_importances(
         trials, params, target, mode, evaluator=evaluator, include_pruned=with_pruned,
-        scales=scales,
+        scales=scales, study=(search.storage, search.name),
     )  # fmt: skip
     pool = parameters.importance_pool(trials, target, include_pruned=with_pruned)
-    st.plotly_chart(charts.importance_figure(importances, target))
+    if not found.scores.empty:
+        st.plotly_chart(charts.importance_figure(found.scores, target))
     finished = int((pool["status"] == "finished").sum())
     caption = (
-        f"Optuna's {evaluator} evaluator on {finished} finished trials"
-        + (f" and {len(pool) - finished} stopped early (their last epoch's value)" if with_pruned
+        f"Optuna's {evaluator} evaluator on {found.trials} trials of {found.source} "
+        f"({finished} finished"
+        + (f", {len(pool) - finished} stopped early at their last epoch's value" if with_pruned
            else "")
-        + ", replayed into an in-memory study; importances sum to 1."
+        + f"), scored on {target}; importances sum to 1."
+        + (f" Left out, as Optuna does: {', '.join(found.left_out)}, drawn in only some "
+           "trials (conditional)." if found.left_out else "")
+        + (" No parameter varies among them." if found.scores.empty else "")
     )  # fmt: skip
     st.caption(caption)

@@ -54,6 +54,7 @@ request = dict(
     min_acc=min_acc,
     tracking_uri=search.uri,
     experiment=st.session_state.get("experiment", tracking.EXPERIMENT),  # the sidebar's
+    record=trials,  # the record every page reads, not read again
 )
 confirm_key, go_key = f"{search.run_id}-promote-confirm", f"{search.run_id}-promote-go"
 force_key = f"{search.run_id}-promote-force"
@@ -66,13 +67,21 @@ if st.session_state.pop(go_key, False):  # the Promote button was clicked on the
     else:
         for warning in result.warnings:
             st.warning(warning, icon="⚠️")
-        was = f", replacing version {result.replaced_version}" if result.replaced_version else ""
-        st.success(
-            f"{result.model_name} version {result.version} now holds @{result.alias}{was} "
-            f"(test/acc re-evaluated {result.test_acc_measured:.4f}, trainer "
-            f"{result.test_acc_logged:.4f}). Load it with `python -m mixmo_search.predict "
-            f"--model {result.model_uri} --mlflow-uri {search.uri} --images DIR`."
+        load = (
+            f"Load it with `python -m mixmo_search.predict --model {result.model_uri} "
+            f"--mlflow-uri {search.uri} --images DIR`, or serve it (README: Serving)."
         )
+        if result.again:  # promoted before: no new version
+            st.info(f"{result.again[0].upper()}{result.again[1:]}. {load}")
+        else:
+            was = (
+                f", replacing version {result.replaced_version}" if result.replaced_version else ""
+            )
+            st.success(
+                f"{result.model_name} version {result.version} now holds @{result.alias}{was} "
+                f"(test/acc re-evaluated {result.test_acc_measured:.4f}, trainer "
+                f"{result.test_acc_logged:.4f}). {load}"
+            )
 
 try:
     plan = plan_promotion(search.name, **request)  # after any promotion: the current holder
@@ -81,17 +90,26 @@ except UserError as err:
     st.stop()
 
 shown = {**plan.trial.val, **plan.trial.test}
-st.markdown(
-    f"**Trial {plan.trial.trial_id}** would become a new version of **{plan.model_name}** "
-    f"with alias **@{plan.alias}**: "
-    + ", ".join(f"{k} {shown[k]:.4f}" for k in queries.KEY_METRICS if k in shown)
+metrics = ", ".join(
+    f"{k} {queries.shown_number(k, shown[k])}" for k in queries.KEY_METRICS if k in shown
 )
+trial_name, model = f"**Trial {plan.trial.trial_id}**", f"**{plan.model_name}**"
+holds = plan.holder is not None and plan.holder.version == plan.registered
+if plan.registered is None:
+    st.markdown(f"{trial_name} would become a new version of {model} and take "
+                f"**@{plan.alias}**: {metrics}")  # fmt: skip
+elif holds:
+    st.markdown(f"{trial_name} is version {plan.registered} of {model} and holds "
+                f"**@{plan.alias}**: promoting it again changes nothing. {metrics}")  # fmt: skip
+else:
+    st.markdown(f"{trial_name} is already version {plan.registered} of {model}: promoting it "
+                f"moves **@{plan.alias}** there, with no new version. {metrics}")  # fmt: skip
 if plan.holder is None:
     st.caption(f"No version of {plan.model_name} holds @{plan.alias} yet.")
-else:
+elif not holds:
     holder = plan.holder
-    st.caption(f"@{plan.alias} is now version {holder.version} (trial {holder.trial_id}).")
-blocked = False
+    st.caption(f"@{plan.alias} is now on version {holder.version} (trial {holder.trial_id}).")
+blocked = holds
 try:  # the dashboard's login may read but not promote
     tracking_auth.check_promotion(
         tracking.connect_existing(search.uri), plan.experiment_id, plan.model_name
@@ -99,7 +117,7 @@ try:  # the dashboard's login may read but not promote
 except UserError as err:
     st.error(str(err), icon="🔒")
     blocked = True
-if plan.refusal:
+if plan.refusal and not holds:
     st.warning(plan.refusal, icon="⚠️")
     blocked = not st.checkbox("Replace it anyway (--force)", key=force_key)
 confirmed = st.checkbox(

@@ -14,18 +14,20 @@ if trials.empty:
     st.stop()
 
 metrics = queries.metric_columns(trials)
+# by default the search's Pareto axes: its objective(s), beside diversity for a single one
+first, second = list(queries.pareto_axes(search.objectives))[:2]
 left, right = st.columns(2)
 x = left.selectbox(
     "x axis",
     metrics,
     key=f"{search.run_id}-x",
-    index=metrics.index("val/disagreement") if "val/disagreement" in metrics else 0,
+    index=metrics.index(second) if second in metrics else 0,
 )
 y = right.selectbox(
     "y axis",
     metrics,
     key=f"{search.run_id}-y",
-    index=metrics.index("val/acc") if "val/acc" in metrics else min(1, len(metrics) - 1),
+    index=metrics.index(first) if first in metrics else min(1, len(metrics) - 1),
 )
 show_pruned = st.toggle(
     "Show trials stopped early",
@@ -61,12 +63,17 @@ if finished == 0:
         "show their last epoch's metrics."
     )
 hidden = len(trials) - len(plotted)
+overlapping = charts.overlapping(plotted, x, y)
 st.caption(
-    f"Colour: mixing block; size: M (members); faded open circles: trials stopped early, at "
-    f"their last epoch ({hidden} hidden). The dashed line is the Pareto front of the "
-    f"{finished} finished trials on these axes ({x}: {modes[0]}, {y}: {modes[1]}). Click, box "
-    "or lasso points to select trials."
-)
+    f"Colour: mixing block ({queries.NOT_DRAWN}: none drawn, as for M = 1); size: M "
+    f"(members); faded open circles: trials stopped early, at their last epoch ({hidden} "
+    f"hidden). The dashed line is the Pareto front of the {finished} finished trials on these "
+    f"axes ({x}: {modes[0]}, {y}: {modes[1]}); on the search's Pareto axes it is the Trials "
+    "page's Pareto column and the summary's set. "
+    + (f"{overlapping} trials sit on another's point (same values): ×n labels count each "
+       "point's trials, and hovering lists them. " if overlapping else "")
+    + "Click, box or lasso points to select trials."
+)  # fmt: skip
 left, right = st.columns(2)
 left.page_link("views/compare.py", label="Compare the selected trials", icon="➡️")
 right.page_link("views/ensembles.py", label="Ensemble the selected trials", icon="➡️")

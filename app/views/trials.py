@@ -49,6 +49,8 @@ objective = next(iter(search.objectives), "val/acc")
 mode = queries.metric_mode(objective, search.objectives)
 shown = queries.filter_trials(trials, statuses=statuses, choices=choices, ranges=ranges)
 shown = queries.by_objective(shown, objective, mode)
+axes = queries.pareto_axes(search.objectives)
+front = queries.front_run_ids(trials, list(axes), list(axes.values()))
 
 shown_first = [m for m in dict.fromkeys([*search.objectives, *queries.KEY_METRICS]) if m in trials]
 more = st.multiselect(
@@ -59,8 +61,9 @@ more = st.multiselect(
 )  # fmt: skip
 metrics = [*shown_first, *more]
 table = queries.trials_table(
-    shown, params=params, metrics=metrics, exp_id=search.experiment_id, ui_base=search.ui_base
-)
+    shown, params=params, metrics=metrics, exp_id=search.experiment_id, ui_base=search.ui_base,
+    pareto=front,
+)  # fmt: skip
 shown_ids = shown["run_id"].tolist()
 selected = state.selection(search.run_id)
 default_rows = [shown_ids.index(r) for r in selected if r in shown_ids]
@@ -80,7 +83,7 @@ st.dataframe(
     table,
     key=table_key,
     hide_index=True,
-    placeholder="–",
+    placeholder=queries.NOT_DRAWN,
     on_select=lambda: select_rows(table_key),
     selection_mode="multi-row",
     selection_default={"selection": {"rows": default_rows}},
@@ -91,23 +94,35 @@ st.dataframe(
         "optuna_trial": st.column_config.NumberColumn(
             "Optuna #",
             pinned=True,
+            format="%d",
             help="the trial's number in the search's Optuna study (optuna.db in its storage "
-            "folder): the trial tag mixmo.optuna_trial, else matched on the drawn values; "
-            "– when neither is available",
+            "folder, the number optuna-dashboard shows): the trial tag mixmo.optuna_trial; "
+            "ties on the objective go to the lowest number, as Optuna's best_trial",
+        ),
+        "status": st.column_config.TextColumn(
+            "status", help="how the trial ended (MLflow tag mixmo.status): " + ", ".join(
+                queries.STATUSES)
         ),
         "epochs": st.column_config.NumberColumn(
-            "epochs", help="epochs trained: the budget a trial used before it finished or stopped"
+            "epochs", format="%d",
+            help="epochs trained: the budget a trial used before it finished or stopped",
         ),
-        "pareto": st.column_config.CheckboxColumn("Pareto", help="on the search's Pareto front"),
+        "pareto": st.column_config.CheckboxColumn(
+            "Pareto", help="on the search's Pareto set: the finished trials no other finished "
+            "trial beats on " + " and ".join(f"{m} ({d})" for m, d in axes.items())
+            + " (the summary's set, and the front on Accuracy vs diversity)",
+        ),
         "start_time": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
         "mlflow": st.column_config.LinkColumn("MLflow", display_text="open run"),
-        **{m: st.column_config.NumberColumn(m, format="%.4f") for m in metrics},
+        **queries.column_formats(metrics),
     },
-)
+)  # fmt: skip
 st.caption(
-    f"{len(shown)} of {len(trials)} trials, best {objective} ({mode}) first. Metrics are the "
-    "best validation epoch's for finished trials (test is reported, never selected on) and "
-    "the last epoch's of the *epochs* they ran otherwise. "
+    f"{len(shown)} of {len(trials)} trials, best {objective} ({mode}) first (ties: the lowest "
+    "Optuna trial number, Optuna's best_trial). Metrics are the best validation epoch's for "
+    "finished trials (test is reported, never selected on) and the last epoch's of the "
+    f"*epochs* they ran otherwise. {queries.NOT_DRAWN}: a param the trial's sampler did not "
+    "draw (a conditional one, e.g. the mixing block of an M = 1 trial). "
     "Tick rows to select trials for the other pages; the MLflow links need "
     f"`mlflow ui --backend-store-uri {search.uri}` serving at {search.ui_base}."
 )

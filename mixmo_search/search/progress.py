@@ -92,7 +92,7 @@ class ProgressLines(Callback):
         else:
             say_ended(trial.trial_id, ending)
 
-    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()
         running = sum(t.status == "RUNNING" for t in trials)
         if not running or now - self.last_status < STATUS_EVERY_S:

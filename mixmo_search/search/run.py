@@ -174,7 +174,8 @@ def _conclude(
     )
     if summary["best"]:
         client.set_tag(parent_id, tracking.BEST_TRIAL, summary["best"]["trial_id"])
-        tracking.log_metrics(client, parent_id, summary["best"]["objectives"], step=0)
+        objectives = {k: v for k, v in summary["best"]["objectives"].items() if v is not None}
+        tracking.log_metrics(client, parent_id, objectives, step=0)
     tracking.set_status(client, parent_id, "finished")
     record.write(plan.path, meta.model_copy(update={"status": "finished"}))
     return summary

@@ -3,8 +3,10 @@ meet before or during a search (written through the real `tracking` writer)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,34 @@ def running_store(tmp_path_factory) -> tuple[str, str]:
 def unreachable_uri(free_port) -> str:
     """An HTTP tracking URI nothing listens on."""
     return f"http://127.0.0.1:{free_port}"
+
+
+@dataclass(frozen=True)
+class TruthStore:
+    """tests/spaces/one_truth.yaml run through the CLI: where its store, study and output are."""
+
+    uri: str
+    name: str
+    parent_run_id: str
+    folder: Path  # the search's folder: Tune's trials, optuna.db, search.json
+    stdout: str
+
+    @property
+    def study_url(self) -> str:
+        return f"sqlite:///{self.folder / 'optuna.db'}"
+
+
+@pytest.fixture(scope="session")
+def truth_store(run_tune, tmp_path_factory) -> TruthStore:
+    """A real search with a conditional param, a tie and an all-pruned value (about a minute
+    and a half on two busy cores: six digits trials, one at a time)."""
+    root = tmp_path_factory.mktemp("truth")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    done = run_tune(
+        "--space", str(SPACES / "one_truth.yaml"), "--gpus", "0", "--cpus", "2",
+        "--storage", str(root / "runs"), "--mlflow-uri", uri, "--name", "one-truth", cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    folder = root / "runs" / "one-truth"
+    parent = json.loads((folder / "search.json").read_text())["parent_run_id"]
+    return TruthStore(uri, "one-truth", parent, folder, done.stdout)

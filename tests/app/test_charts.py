@@ -72,7 +72,7 @@ def test_parallel_coordinates_have_an_axis_per_param_and_the_objective(trials):
 def test_importance_bars(trials):
     params = queries.searched_params(trials)
     everyone = trials.assign(status="finished")
-    scores = parameters.param_importances(everyone, params, "val/acc", "max")
+    scores = parameters.param_importances(everyone, params, "val/acc", "max").scores
     figure = charts.importance_figure(scores, "val/acc")
     assert sorted(figure.data[0].y) == sorted(p.removeprefix("param.") for p in scores["param"])
 
@@ -179,3 +179,28 @@ def test_severity_and_roc_figures_draw_their_frames():
     roc = charts.roc_figure(curves, "val ROC")
     assert [t.name for t in roc.data] == ["a", "chance"]
     assert roc.layout.shapes[0].y0 == 0.95  # the FPR95 line
+
+
+def test_points_several_trials_share_are_labelled_with_their_count(trials):
+    finished = trials[trials["status"] == "finished"].head(1)
+    assert len(finished) == 1
+    twins = pd.concat([finished, finished.assign(run_id="twin", trial_id="twin")])
+    frame = pd.concat([trials, twins.tail(1)])
+    assert charts.overlapping(frame, "val/disagreement", "val/acc") >= 2
+    figure = charts.tradeoff_figure(frame, x="val/disagreement", y="val/acc", params=[])
+    (labels,) = [t for t in figure.data if t.name == "overlapping"]
+    assert "×2" in labels.text
+    assert "twin" in " ".join(labels.hovertext)
+    assert "twin" in run_ids_in(figure)  # the hidden trial is still a point of its own
+
+
+def test_a_param_a_trial_did_not_draw_is_its_own_axis_value(trials):
+    undrawn = trials.assign(**{"param.mixing.block": trials["param.mixing.block"].where(
+        trials.index % 2 == 0)})  # fmt: skip
+    figure = charts.parallel_figure(undrawn, ["param.mixing.block"], "val/acc",
+                                    {"param.mixing.block": "categorical"})  # fmt: skip
+    (axis, _) = figure.data[0].dimensions
+    assert axis.ticktext[-1] == "—"
+    scatter = charts.tradeoff_figure(undrawn, x="val/disagreement", y="val/acc",
+                                     params=["param.mixing.block"])  # fmt: skip
+    assert any(str(t.name).startswith("—") for t in scatter.data)

@@ -41,8 +41,9 @@ START_S, RENDER_S = 90, 90  # a cold start on a busy 2-core machine takes a whil
 
 
 @pytest.fixture
-def dashboard_url(search_store, tmp_path, free_port) -> Iterator[str]:
-    """`streamlit run app/dashboard.py` on a free port of 127.0.0.1, on the fixture store."""
+def dashboard_url(truth_store, tmp_path, free_port) -> Iterator[str]:
+    """`streamlit run app/dashboard.py` on a free port of 127.0.0.1, on the one-truth search
+    (a conditional param, a tie, an all-pruned value: tests/spaces/one_truth.yaml)."""
     port = free_port
     log = (tmp_path / "streamlit.log").open("w", buffering=1)
     server = subprocess.Popen(
@@ -51,7 +52,7 @@ def dashboard_url(search_store, tmp_path, free_port) -> Iterator[str]:
         cwd=tmp_path,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_TRACKING_URI": search_store.uri},
+        env={**os.environ, "MLFLOW_TRACKING_URI": truth_store.uri},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -118,31 +119,6 @@ def no_exception(driver) -> None:
     assert not shown, shown[0].text
 
 
-def test_table_and_scatter_render_in_chromium(dashboard_url, browser, search_store):
-    client = tracking.connect(search_store.uri)
-    exp_id = tracking.experiment_id(client, create=False)
-    trials = trial_table.load_trials(client, exp_id, search_store.parent_run_id)
-    scored = int((trials["val/acc"].notna() & trials["val/disagreement"].notna()).sum())
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    browser.get(dashboard_url)
-    (table,) = wait_for(browser, '[data-testid="stDataFrame"]')
-    wait_for(browser, '[data-testid="stDataFrame"] canvas')
-    time.sleep(1)  # let the grid paint its cells before the screenshot
-    browser.save_screenshot(str(ARTIFACTS / "dashboard-trials.png"))
-    no_exception(browser)
-    assert table.size["height"] > 35 * len(trials)  # a header and a row per trial
-    assert search_store.name in browser.find_element("tag name", "h2").text
-
-    browser.get(f"{dashboard_url}/tradeoff")
-    (chart,) = wait_for(browser, ".js-plotly-plot")
-    points = wait_for(browser, ".js-plotly-plot .scatterlayer .point", count=scored)
-    time.sleep(1)
-    browser.save_screenshot(str(ARTIFACTS / "dashboard-tradeoff.png"))
-    no_exception(browser)
-    assert len(points) >= scored >= 1  # the scored trials, plus the front's markers
-    assert "val/disagreement" in chart.text and "val/acc" in chart.text
-
-
 PAGES = {  # url path: the page's heading
     "": "Trials of",
     "tradeoff": "Accuracy vs diversity",
@@ -155,6 +131,7 @@ PAGES = {  # url path: the page's heading
     "promote": "Promote a trial of",
 }
 CHARTED = {"tradeoff": 1, "cost": 1, "parameters": 1, "robustness": 2, "ood": 2}  # figures
+TRUTH_CHARTED = {"tradeoff": 1, "cost": 1, "parameters": 2}  # no corruptions nor OOD set
 FIGURES_JS = """return Array.from(document.querySelectorAll('.js-plotly-plot')).map(plot => ({
     names: plot.data.map(trace => trace.name),
     xaxis: plot._fullLayout.xaxis ? plot._fullLayout.xaxis.type : null,
@@ -162,10 +139,60 @@ FIGURES_JS = """return Array.from(document.querySelectorAll('.js-plotly-plot')).
 }));"""
 
 
+def visit(browser, url: str, path: str, heading: str, prefix: str, charted: dict) -> list[dict]:
+    """Open a page, wait for its heading, its `charted[path]` charts and its table,
+    screenshot it; its figures."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{url}/{path}")
+    WebDriverWait(browser, RENDER_S).until(
+        lambda d: any(heading in h.text for h in d.find_elements(By.CSS_SELECTOR, "h2"))
+    )
+    if path in charted:
+        wait_for(browser, ".js-plotly-plot .plot-container", count=charted[path])
+    if path == "":
+        wait_for(browser, '[data-testid="stDataFrame"] canvas')
+    time.sleep(1)  # let the charts and the grid paint before the screenshot
+    browser.save_screenshot(str(ARTIFACTS / f"{prefix}-{path or 'trials'}.png"))
+    no_exception(browser)
+    return browser.execute_script(FIGURES_JS)
+
+
+def test_every_page_of_the_one_truth_search_in_chromium(dashboard_url, browser, truth_store):
+    """Every page screenshotted at 1400 px, the width the Trials table is laid out for: its
+    test columns and MLflow links in view, M = 1 trials without a mixing block."""
+    from selenium.webdriver.common.by import By
+
+    client = tracking.connect(truth_store.uri)
+    exp_id = tracking.experiment_id(client, create=False)
+    trials = trial_table.trial_record(client, exp_id, truth_store.parent_run_id)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.set_window_size(1400, 1000)
+    figures = {path: visit(browser, dashboard_url, path, heading, "truth", TRUTH_CHARTED)
+               for path, heading in PAGES.items()}  # fmt: skip
+    browser.get(dashboard_url)
+    (table,) = wait_for(browser, '[data-testid="stDataFrame"]')
+    assert table.size["height"] > 35 * len(trials)  # a header and a row per trial
+    assert truth_store.name in browser.find_element(By.TAG_NAME, "h2").text
+    headers = browser.execute_script(HEADERS_JS)  # the grid's own order, from its a11y table
+    assert {"MLflow", "test/acc", "test/nll"} <= set(headers[:FIRST_IN_VIEW]), headers
+    (tradeoff,) = figures["tradeoff"]
+    assert "Pareto front" in tradeoff["names"]
+    assert any(name.startswith("—") for name in tradeoff["names"])  # M = 1: no block
+    assert any(label.startswith("×") for label in tradeoff["labels"])  # the tied trials
+
+
+HEADERS_JS = """return Array.from(document.querySelectorAll(
+    '[data-testid="stDataFrame"] th')).map(h => h.innerText.trim());"""
+FIRST_IN_VIEW = 9  # columns of the Trials grid in view at 1400 px (the truth-trials.png shot)
+
+
 @pytest.fixture
 def repository_dashboard(ensemble_store, tmp_path, free_port) -> Iterator[tuple[str, Path]]:
     """`streamlit run app/dashboard.py` from the repository root, as `make dashboard` runs
-    it: .streamlit/config.toml, not flags, sets the address, toolbar and usage stats."""
+    it: app/.streamlit/config.toml (beside the script), not flags, sets the address, toolbar
+    and usage stats."""
     log_path = tmp_path / "streamlit.log"
     log = log_path.open("w", buffering=1)
     server = subprocess.Popen(
@@ -188,28 +215,13 @@ def test_every_page_in_chromium_with_mixmo_beside_deep_ensembles(
     repository_dashboard, browser, ensemble_store
 ):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     url, log = repository_dashboard
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    figures = {}
-    for path, heading in PAGES.items():
-        browser.get(f"{url}/{path}")
-        WebDriverWait(browser, RENDER_S).until(
-            lambda d, heading=heading: any(
-                heading in h.text for h in d.find_elements(By.CSS_SELECTOR, "h2")
-            )
-        )
-        if path in CHARTED:
-            wait_for(browser, ".js-plotly-plot .plot-container", count=CHARTED[path])
-        if path == "":
-            wait_for(browser, '[data-testid="stDataFrame"] canvas')
-        time.sleep(1)  # let the charts and the grid paint before the screenshot
-        browser.save_screenshot(str(ARTIFACTS / f"walk-{path or 'trials'}.png"))
-        no_exception(browser)
-        # .streamlit/config.toml's minimal toolbar: no "Deploy" button on any page
-        assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAppDeployButton"]')
-        figures[path] = browser.execute_script(FIGURES_JS)
+    figures = {path: visit(browser, url, path, heading, "walk", CHARTED) for path, heading in
+               PAGES.items()}  # fmt: skip
+    # app/.streamlit/config.toml's minimal toolbar: no "Deploy" button
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAppDeployButton"]')
 
     (cost,) = figures["cost"]
     drawn = {"vanilla (M=1)", "MixMo M=2", "deep ensemble of k vanilla trials"}

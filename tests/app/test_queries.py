@@ -136,18 +136,23 @@ def test_importance_is_refused_below_the_minimum_and_ranks_the_params(search_sto
     refusal = parameters.importance_refusal(too_few, params, "val/acc")
     assert "at least 5 finished trials with val/acc; this search has 4" in refusal
     assert "Include the trials stopped early" in refusal
-    assert parameters.param_importances(too_few, params, "val/acc", "max").empty
+    assert parameters.param_importances(too_few, params, "val/acc", "max").scores.empty
     # the user's choice: the trials stopped early enter with their last epoch's value
     assert parameters.importance_refusal(too_few, params, "val/acc", include_pruned=True) is None
     declared = parameters.space_params(search_store.uri, search_store.parent_run_id)
     scales = parameters.param_scales(trials, params, declared)
+    study = (str(search_store.storage / search_store.name), search_store.name)
     for evaluator in parameters.EVALUATORS:
-        scores = parameters.param_importances(
-            too_few, params, "val/acc", "max", evaluator=evaluator, include_pruned=True,
-            scales=scales,
-        )  # fmt: skip
-        assert set(scores["param"]) <= set(params) and len(scores) > 0
-        assert scores["importance"].sum() == pytest.approx(1.0)
+        for source in (study, None):  # the search's own study, and the record alone
+            found = parameters.param_importances(
+                too_few, params, "val/acc", "max", evaluator=evaluator, include_pruned=True,
+                scales=scales, study=source,
+            )  # fmt: skip
+            scores = found.scores
+            assert set(scores["param"]) <= set(params) and len(scores) > 0
+            assert scores["importance"].sum() == pytest.approx(1.0)
+            assert found.trials == len(too_few)
+            assert found.source == ("the search's Optuna study" if source else "the trial record")
     constant = too_few.assign(**{p: too_few[p].iloc[0] for p in params})
     assert "No searched parameter varies" in parameters.importance_refusal(
         constant, params, "val/acc", include_pruned=True
@@ -216,7 +221,7 @@ def test_optuna_numbers_match_the_study(search_store, trials):
         params = drawn[int(trial["optuna_trial"])]
         assert params == {k: trial[f"param.{k}"] for k in params}
     table = queries.trials_table(trials, params=[], metrics=[], exp_id="0", ui_base="http://x")
-    assert list(table.columns[:4]) == ["trial_id", "optuna_trial", "status", "epochs"]
+    assert list(table.columns[:4]) == ["trial_id", "mlflow", "optuna_trial", "status"]
 
 
 def test_comparison_frames(trials):
@@ -250,13 +255,12 @@ def test_ensemble_of_stored_predictions_reproduces_the_logged_metrics(search_sto
     finished = trials[trials["status"] == "finished"]
     assert len(finished) >= 1, "the fixture search should finish at least one trial"
     run_ids = tuple(finished["run_id"])
-    table = ensembles.ensemble(search_store.uri, run_ids, tuple(finished["trial_id"]))
-    assert list(table.index) == [*finished["trial_id"], "ensemble"]
     for row in finished.to_dict("records"):
-        alone = table.loc[row["trial_id"]]
+        alone = ensembles.combined(search_store.uri, (row["run_id"],))
         for split in ("val", "test"):
             # The trainer scored float32 logits; the file stores float16, whose rounding can
-            # flip the argmax of a near-tie: allow one sample of the split, no more.
+            # flip the argmax of a near-tie: allow one sample of the split, no more. (So the
+            # pages show a trial's logged metrics, and compute only the ensembles.)
             n_samples = len(ensembles.predictions(search_store.uri, row["run_id"], split).labels)
             assert alone[f"{split}/acc"] == pytest.approx(
                 row[f"{split}/acc"], abs=1.01 / n_samples
@@ -403,3 +407,46 @@ def test_published_uncertainty_figures_sit_beside_the_matching_preset(mixed):
     note = queries.reference_note("cifar10_mimo", "test/corrupt_acc")
     assert "MIMO 76.60%" in note and "uncertainty-baselines" in note
     assert queries.reference_note("cifar100_cut_mixmo", "test/corrupt_acc") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("val/acc", 0.98, "0.9800"),
+        ("test/ece", 0.10456, "0.1046"),
+        ("best_epoch", 10.0, "10"),
+        ("epochs", 6.0, "6"),
+        ("optuna_trial", 7.0, "7"),
+        ("size", 3, "3"),
+        ("cost/params", 36_512_000.0, "36.5M"),
+        ("cost/flops", 10.5e9, "10.5G"),
+        ("cost/images_per_s", 2345.6, "2346"),
+        ("val/acc", float("nan"), queries.NOT_DRAWN),
+    ],
+)
+def test_numbers_show_as_what_they_count(name, value, shown):
+    assert queries.shown_number(name, value) == shown
+
+
+def test_a_param_not_drawn_is_its_own_filter_value():
+    frame = pd.DataFrame(
+        {"status": ["finished"] * 3, "param.mixing.block": ["cut", None, "linear"],
+         "param.mixing.p": [0.5, None, 0.7]}
+    )  # fmt: skip
+    assert queries.filter_options(frame, "param.mixing.block") == ["cut", "linear", "—"]
+    kept = queries.filter_trials(frame, statuses=["finished"],
+                                 choices={"param.mixing.block": ["cut", "—"]})  # fmt: skip
+    assert kept.index.tolist() == [0, 1]
+    ranged = queries.filter_trials(frame, statuses=["finished"],
+                                   ranges={"param.mixing.p": (0.6, 0.8)})  # fmt: skip
+    assert ranged.index.tolist() == [1, 2]  # a trial without the param is not filtered by it
+    differences = queries.param_differences(
+        frame.assign(run_id=list("abc"), trial_id=list("abc")), list("abc")
+    )
+    assert differences.loc["mixing.block"].tolist() == ["cut", queries.NOT_DRAWN, "linear"]
+
+
+def test_the_greedy_metrics_are_the_ensembles_module_ones():
+    from mixmo_search.ensembles import GREEDY_METRICS
+
+    assert ensembles.GREEDY_METRICS == tuple(GREEDY_METRICS)

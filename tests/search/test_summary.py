@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mixmo_search.search.plan import make_plan
 from mixmo_search.search.space import load_space
@@ -47,13 +51,88 @@ def test_findings_count_only_the_trials_that_drew_the_param(tmp_path):
          "param.searched": drawn, "final/val/acc": 0.80},
         {"run_id": "c", "param.mixing.block": "cut", "param.model.n_members": 3,
          "param.searched": "['model.n_members']", "final/val/acc": 0.10},  # block not drawn
+        {"run_id": "d", "param.mixing.block": "cut", "param.model.n_members": 2,
+         "param.searched": drawn, "final/val/acc": 0.92},
     ])  # fmt: skip
     summary = summarize(trials, _plan(tmp_path))
-    assert summary["by_param"]["mixing.block"] == {"cut": 0.90, "linear": 0.80}
-    assert summary["by_param"]["model.n_members"] == {"2": 0.90, "3": 0.45}
-    assert summary["best"]["run_id"] == "a"
+    block = summary["by_param"]["mixing.block"]
+    assert block["drawn"] == 3  # trial c trained with the base `cut` but did not draw it
+    assert block["values"]["cut"]["finished"] == 2
+    assert block["values"]["cut"]["mean"] == pytest.approx(0.91)
+    assert block["values"]["linear"]["finished"] == 1 and block["best"] is None
+    members = summary["by_param"]["model.n_members"]
+    assert members["values"]["3"]["mean"] == pytest.approx(0.45)
+    assert summary["best"]["run_id"] == "d" and summary["best"]["params"]["mixing.block"] == "cut"
     text = format_summary({**summary, "interrupted": False}, _plan(tmp_path))
-    assert "found: mixing.block cut does best (mean val/acc: cut 0.9000, linear 0.8000)" in text
+    assert "found: mixing.block (mean val/acc ± s.e. of finished trials, drawn in 3 of 4 " in text
+    assert "cut: 0.9100 ± 0.0100 (2 finished); linear: 0.8000 (1 finished)" in text
+    assert "too few finished trials to name a best value" in text
+
+
+def test_a_value_none_of_whose_trials_finished_is_named(tmp_path):
+    drawn = "['model.n_members']"
+    trials = _trials([
+        {"run_id": "a", "param.model.n_members": 2, "param.searched": drawn,
+         "final/val/acc": 0.90},
+        {"run_id": "b", "param.model.n_members": 2, "param.searched": drawn,
+         "final/val/acc": 0.92},
+        {"run_id": "c", "param.model.n_members": 3, "param.searched": drawn,
+         "status": "pruned", "epochs": 6, "val/acc": 0.3},
+        {"run_id": "d", "param.model.n_members": 3, "param.searched": drawn,
+         "status": "pruned", "epochs": 6, "val/acc": 0.2},
+    ])  # fmt: skip
+    summary = summarize(trials, _plan(tmp_path))
+    text = format_summary({**summary, "interrupted": False}, _plan(tmp_path))
+    assert "3: all pruned at epoch 6 (2 trials)" in text
+    assert summary["by_param"]["model.n_members"]["values"]["3"]["finished"] == 0
+
+
+def _value_rows(values: dict[int, list[float]]) -> pd.DataFrame:
+    drawn = "['model.n_members']"
+    return _trials([
+        {"run_id": f"{m}-{i}", "trial_id": f"{m}-{i}", "param.model.n_members": m,
+         "param.searched": drawn,
+         "final/val/acc": acc, "optuna_trial": float(10 * m + i)}
+        for m, accs in values.items() for i, acc in enumerate(accs)
+    ])  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    two=st.lists(st.floats(0.5, 1.0), min_size=1, max_size=5),
+    three=st.lists(st.floats(0.5, 1.0), min_size=1, max_size=5),
+)
+def test_a_best_value_is_named_only_when_two_standard_errors_hold_it(tmp_path_factory, two, three):
+    """The rule, on generated results: a value is called best only when it and the runner-up
+    each have two or more finished trials and their means differ by more than twice the
+    standard error of the difference; no line at all on one finished trial a value."""
+    plan = _plan(tmp_path_factory.mktemp("plan"))
+    summary = summarize(_value_rows({2: two, 3: three}), plan)
+    finding = summary["by_param"].get("model.n_members")
+    if len(two) == 1 and len(three) == 1:
+        assert finding is None
+        return
+    named = finding["best"]
+    groups = {"2": pd.Series(two), "3": pd.Series(three)}
+    if min(len(two), len(three)) < 2:
+        assert named is None
+        return
+    se = math.hypot(*(g.std() / math.sqrt(len(g)) for g in groups.values()))
+    gap = abs(groups["2"].mean() - groups["3"].mean())
+    if gap > 2 * se * (1 + 1e-9):
+        assert named == max(groups, key=lambda v: groups[v].mean())
+    elif gap < 2 * se * (1 - 1e-9):
+        assert named is None
+
+
+def test_ties_go_to_the_lowest_optuna_trial_number_whatever_the_rows_order(tmp_path):
+    rows = _value_rows({1: [0.96, 0.96, 0.96], 2: [0.9]})
+    for order in (rows, rows.iloc[::-1], rows.sample(frac=1, random_state=1)):
+        summary = summarize(order, _plan(tmp_path))
+        assert summary["best"]["optuna_trial"] == 10
+        assert summary["tied_with"] == ["1-1", "1-2"]  # the other two, by number
+    text = format_summary({**summary, "interrupted": False}, _plan(tmp_path))
+    assert "tied on val/acc with 1-1, 1-2: the lowest Optuna trial number is named best" in text
 
 
 def test_the_resume_command_names_everything_the_search_was_started_with(tmp_path):
