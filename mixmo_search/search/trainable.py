@@ -27,6 +27,7 @@ from typing import Any
 from mixmo_search.config import ConfigBuilder, TrainConfig
 from mixmo_search.errors import TrainingDiverged, UserError, one_line
 from mixmo_search.search import outcomes
+from mixmo_search.search.hold import maybe_hold
 from mixmo_search.search.placement import place_trial
 from mixmo_search.train import EpochReport, train
 
@@ -69,10 +70,11 @@ def train_trial(
             metrics[TRIAL_CONFIG] = cfg.flat()
         if not hands_checkpoint(epoch.epoch, cfg):
             tune.report(metrics)
-            return
-        metrics[CHECKPOINT_BYTES] = float(folder_bytes(epoch.checkpoint_dir))
-        checkpoint = tune.Checkpoint.from_directory(str(epoch.checkpoint_dir))
-        tune.report({**metrics, **placement.report()}, checkpoint=checkpoint)
+        else:
+            metrics[CHECKPOINT_BYTES] = float(folder_bytes(epoch.checkpoint_dir))
+            checkpoint = tune.Checkpoint.from_directory(str(epoch.checkpoint_dir))
+            tune.report({**metrics, **placement.report()}, checkpoint=checkpoint)
+        maybe_hold(epoch.epoch, tune.get_context().get_trial_id())  # fault tests only
 
     try:
         cfg = configs.build(

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from mixmo_search import tracking, trial_table
+from mixmo_search.search.hold import HOLD_ENV
+from tests.waiting import scaled
 
 SHIPPED = sorted((Path(__file__).parents[2] / "search_spaces").glob("*.yaml"))
 QUICKSTART = Path(__file__).parents[2] / "search_spaces" / "quickstart.yaml"
@@ -407,37 +409,34 @@ def test_a_failing_trial_is_recorded_with_its_reason(tmp_path, run_tune):
 
 
 def test_a_crashed_trial_retries_from_its_last_checkpoint(tmp_path, wait_until):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    """The trial's worker is SIGKILLed right after epoch 3 (held there: MIXMO_HOLD_AT), so the
+    retry restores epoch 3's checkpoint and trains the other 57 epochs, each logged once."""
+    uri, hold = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "hold"
     driver = subprocess.Popen(
         [sys.executable, "-m", "mixmo_search.tune", "--space", str(SPACES / "one_trial.yaml"),
          "--gpus", "0", "--mlflow-uri", uri], cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=os.environ.copy(),
+        env={**os.environ, HOLD_ENV: f"3:{hold}"},
     )  # fmt: skip
-    search = tmp_path / "runs/searches/one-trial"
-
-    def reported_epochs() -> list[dict]:
-        files = list(search.glob("*/result.json"))
-        lines = files[0].read_text().splitlines() if files else []
-        return [json.loads(line) for line in lines if line.strip()]
-
-    # polled often: an epoch takes a fraction of a second, the kill must land mid-trial
-    wait_until(lambda: len(reported_epochs()) >= 3, 300, "three reported epochs", driver,
-               every=0.05)  # fmt: skip
-    killed_after = reported_epochs()[-1]
-    assert killed_after["epoch"] < 60
-    os.kill(killed_after["pid"], signal.SIGKILL)  # the trial's worker dies
-    output, _ = driver.communicate(timeout=600)
+    try:
+        (held,) = wait_until(lambda: list(hold.glob("*.held")), 300, "epoch 3's hold", driver)
+        os.kill(int(held.read_text()), signal.SIGKILL)  # the trial's worker dies
+        output, _ = driver.communicate(timeout=scaled(600))
+    finally:
+        if driver.poll() is None:
+            driver.kill()
     assert driver.returncode == 0, output[-3000:]
-    results = reported_epochs()
+    search = tmp_path / "runs/searches/one-trial"
+    (file,) = search.glob("*/result.json")
+    results = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
     assert results[-1]["epoch"] == 60
-    # restored from a checkpoint, not restarted from scratch: fewer iterations since restore
-    assert results[-1]["iterations_since_restore"] < 60
+    # restored from epoch 3's checkpoint, not restarted from scratch
+    assert results[-1]["iterations_since_restore"] == 57
     meta = json.loads((search / "search.json").read_text())
     client, trials = _trials(uri, meta["parent_run_id"])
     assert len(trials) == 1 and trials.status.item() == "finished"
-    epochs = {m.step for m in client.get_metric_history(trials.run_id.item(), "val/acc")}
-    assert epochs == set(range(1, 61))
+    epochs = sorted(m.step for m in client.get_metric_history(trials.run_id.item(), "val/acc"))
+    assert epochs == list(range(1, 61))  # each epoch logged once
 
 
 def test_a_warm_started_search_learns_from_the_earlier_one(tmp_path, run_tune):
