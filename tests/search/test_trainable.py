@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from mixmo_search import tracking, trial_table
 from mixmo_search.config import resolve_config
+from mixmo_search.search.hold import HOLD_ENV
 from mixmo_search.search.trainable import hands_checkpoint
 from mixmo_search.train import train
 from tests.waiting import scaled, wait_until
@@ -38,34 +37,25 @@ def test_checkpoints_every_n_epochs_and_at_the_last(every, epochs, handed):
 def test_a_trial_killed_between_checkpoints_resumes_exactly(tmp_path):
     """Killed after epoch 5 (checkpoints at 4, 8, 9), the trial retries from epoch 4 and ends
     with the same metrics, to the bit, as a training that was never interrupted."""
-    ray_tmp = Path(tempfile.mkdtemp(prefix="mxr-", dir="/tmp"))  # Ray's own files, short path
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri, hold = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "hold"
     driver = subprocess.Popen(
         [sys.executable, "-m", "mixmo_search.tune", "--space", str(SPACES / "cadence.yaml"),
          "--gpus", "0", "--cpus", "1", "--mlflow-uri", uri], cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "RAY_TMPDIR": str(ray_tmp)},
+        env={**os.environ, HOLD_ENV: f"5:{hold}"},  # the trial waits after epoch 5
     )  # fmt: skip
     try:
-        staged = "ray/session_*/artifacts/*/cadence/driver_artifacts/*/result.json"
 
-        def reported() -> list[dict]:  # as Tune writes it, before any copy to the storage
-            files = list(ray_tmp.glob(staged))
-            lines = files[0].read_text().splitlines() if files else []
-            return [json.loads(line) for line in lines if line.strip()]
-
-        def fifth_epoch() -> list[dict]:
+        def held() -> list[Path]:
             assert driver.poll() is None, f"the search exited {driver.returncode}"
-            found = reported()
-            return found if len(found) >= 5 else []
+            return list(hold.glob("*.held"))
 
-        fifth = wait_until(fifth_epoch, 600, "the trial's 5th epoch in Tune's result.json")
-        os.kill(fifth[-1]["pid"], signal.SIGKILL)  # between the checkpoints of 4 and 8
+        (marker,) = wait_until(held, 600, "the trial held after its 5th epoch")
+        os.kill(int(marker.read_text()), signal.SIGKILL)  # between the checkpoints of 4 and 8
         output, _ = driver.communicate(timeout=scaled(600))
     finally:
         if driver.poll() is None:
             driver.kill()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert driver.returncode == 0, output[-3000:]
 
     search = tmp_path / "runs/searches/cadence"
