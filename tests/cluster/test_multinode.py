@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from mixmo_search import tracking, trial_table
+from tests.waiting import scaled, wait_until
 
 SPACES = Path(__file__).parents[1] / "spaces"
 DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
@@ -38,7 +39,7 @@ def search_args(cluster, server: str, storage: Path, name: str, space: str, *ext
 def run(cluster, args: list[str], cwd: Path, timeout: float = 900, **env: str):
     done = subprocess.run(
         [*TUNE, *args], cwd=cwd, env=cluster.env(**env), capture_output=True, text=True,
-        timeout=timeout,
+        timeout=scaled(timeout),
     )  # fmt: skip
     (cwd / f"{args[args.index('--name') + 1]}.out").write_text(done.stdout + done.stderr)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -54,15 +55,13 @@ def start(cluster, args: list[str], cwd: Path, log: Path, **env: str) -> subproc
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def check():
         found = predicate()
-        if found:
-            return found
-        if proc is not None and proc.poll() is not None:
+        if not found and proc is not None and proc.poll() is not None:
             raise AssertionError(f"the search exited ({proc.returncode}) before {what}")
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
+        return found
+
+    return wait_until(check, timeout, what, interval=1)
 
 
 def store(uri: str, name: str):
@@ -242,7 +241,7 @@ def test_a_killed_worker_node_hands_its_trial_to_another(
         first_node = client.get_run(run_id).data.tags["mixmo.nodes"]
         assert first_node in ray_cluster.workers
         ray_cluster.kill(first_node)
-        assert driver.wait(timeout=900) == 0, (tmp_path / "tune.log").read_text()[-4000:]
+        assert driver.wait(timeout=scaled(900)) == 0, (tmp_path / "tune.log").read_text()[-4000:]
     finally:
         if driver.poll() is None:
             driver.kill()
@@ -289,7 +288,7 @@ def test_the_tracking_server_down_mid_search_loses_and_duplicates_nothing(
         time.sleep(15)
         server = server_tools.start_mlflow(postgres, "outage", "outage-test-password", root, port)
         back_at = time.time()
-        assert driver.wait(timeout=900) == 0, (tmp_path / "tune.log").read_text()[-4000:]
+        assert driver.wait(timeout=scaled(900)) == 0, (tmp_path / "tune.log").read_text()[-4000:]
     finally:
         if driver.poll() is None:
             driver.kill()
@@ -420,7 +419,8 @@ def test_two_searches_at_once_against_one_store(
     }
     try:
         for name, driver in drivers.items():
-            assert driver.wait(timeout=900) == 0, (tmp_path / f"{name}.log").read_text()[-4000:]
+            code = driver.wait(timeout=scaled(900))
+            assert code == 0, (tmp_path / f"{name}.log").read_text()[-4000:]
     finally:
         for driver in drivers.values():
             if driver.poll() is None:
