@@ -23,7 +23,10 @@ scheduler.jsonl are checked (`check_search`):
     running_run    no run (search or trial) RUNNING once the driver exited
     asha_rule      every decision is the rule over the rung's earlier records (tests/asha.py),
                    and a trial is pruned in MLflow exactly when asha stopped it below max_t
-    driver_exit    SIGINT/SIGTERM end with 130, a killed worker with 0; resumes with 0
+    failed_trial   no trial failed (the space has no failing trial; one kill is within
+                   Tune's two retries)
+    driver_exit    SIGINT/SIGTERM end with 130, a killed worker with 0; resumes with 0, and
+                   no process of a driver outlives it by 20 s
 
 It prints a line per round and a JSON summary at the end. Not part of CI (it takes about a
 minute a round); tests/benchmarks/test_chaos.py checks the invariant checker on hand-made
@@ -61,6 +64,7 @@ SIGNALS = {"sigint-driver": signal.SIGINT, "sigterm-driver": signal.SIGTERM,
            "sigkill-driver": signal.SIGKILL}  # fmt: skip
 MAX_MOMENT = 24  # trial events before the fault: a whole search prints about 28
 RUN_TIMEOUT_S = 900  # one driver, start to exit, on two busy cores
+LEAVE_S = 20  # a driver's processes must be gone this long after it exits
 RESUMES = 3  # resumes a round may need before the search must have finished
 EVENT_LINE = re.compile(r"^\[[0-9:]+\] trial \S+ ", re.MULTILINE)  # started, epoch, ended
 PER_EPOCH_EXCLUDED = ("final/", "best_epoch")  # logged once, at the kept epoch
@@ -101,6 +105,7 @@ def check_search(folder: Path, *, finished: bool) -> list[Violation]:
     found += trial_counts(client, exp_id, runs, meta, folder.name, finished=finished)
     found += metric_points(client, runs, tune_epochs)
     found += asha_decisions(folder, meta, runs)
+    found += failed_trials(runs)
     return found
 
 
@@ -166,6 +171,15 @@ def _deleted_trial_numbers(client, exp_id: str, parent_id: str) -> set[int]:
     query = f"tags.`{tracking.PARENT}` = '{parent_id}'"
     runs = client.search_runs([exp_id], query, run_view_type=ViewType.DELETED_ONLY)
     return {int(n) for r in runs if (n := r.data.tags.get(tracking.OPTUNA_TRIAL, "")).isdigit()}
+
+
+def failed_trials(runs: list) -> list[Violation]:
+    """The soak's space has no failing trial and one fault is within Tune's two retries."""
+    from mixmo_search import tracking
+
+    return [Violation("failed_trial", f"trial {r.data.tags[tracking.TRIAL_ID]} failed: "
+                      f"{r.data.tags.get(tracking.ERROR, '')[:160]}")
+            for r in runs if r.data.tags.get(tracking.STATUS) == "failed"]  # fmt: skip
 
 
 def metric_points(client, runs: list, tune_epochs: dict[str, int]) -> list[Violation]:
@@ -258,19 +272,30 @@ class Search:
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
 
-def end_session(sid: int) -> list[str]:
-    """SIGKILL what is left of a driver's process session; the names of what was left."""
+def end_session(sid: int, grace_s: float = 0) -> list[str]:
+    """SIGKILL what is left of a driver's process session after `grace_s` seconds (Ray's
+    workers exit a moment after their driver); the names of what was left."""
     import psutil
 
-    left = []
-    for proc in psutil.process_iter(["name"]):
+    def left() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["name"]):
+            try:
+                if proc.pid != sid and os.getsid(proc.pid) == sid and proc.status() != "zombie":
+                    found.append(proc)
+            except (OSError, psutil.Error):
+                continue
+        return found
+
+    deadline = time.monotonic() + grace_s
+    while (procs := left()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for proc in procs:
         try:
-            if proc.pid != sid and os.getsid(proc.pid) == sid:
-                left.append(proc.info["name"])
-                proc.kill()
-        except (OSError, psutil.Error):
+            proc.kill()
+        except psutil.Error:
             continue
-    return left
+    return [proc.info["name"] for proc in procs]
 
 
 def event_lines(log: Path, offset: int) -> int:
@@ -346,7 +371,7 @@ def play_round(number: int, search: Search, rng: random.Random, faults: list[str
         if driver.poll() is None:
             driver.kill()
             driver.wait()
-        left = end_session(driver.pid)
+        left = end_session(driver.pid, 0 if fault == "sigkill-driver" else LEAVE_S)
     if left and fault != "sigkill-driver":
         this.violations.append(Violation("driver_exit", f"processes left behind: {left}"))
     if not expected_exit(fault, driver.returncode, search.status() == "finished"):
@@ -372,7 +397,7 @@ def resume_until_finished(search: Search, this: Round, log: Path) -> None:
         except subprocess.TimeoutExpired:
             driver.kill()
             driver.wait()
-        left = end_session(driver.pid)
+        left = end_session(driver.pid, LEAVE_S)
         if driver.returncode != 0 or left:
             said = f"resume {this.resumes} exited {driver.returncode}, left {left}; see {log}"
             this.violations.append(Violation("driver_exit", said))
@@ -383,7 +408,7 @@ def resume_until_finished(search: Search, this: Round, log: Path) -> None:
 # ---- the soak ----------------------------------------------------------------------------
 
 
-def soak(rounds: int, seed: int, faults: list[str], root: Path) -> dict:
+def soak(rounds: int, seed: int, faults: list[str], root: Path, out: Path | None) -> dict:
     rng = random.Random(seed)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     played: list[Round] = []
@@ -401,6 +426,9 @@ def soak(rounds: int, seed: int, faults: list[str], root: Path) -> dict:
               f"violations {dict(kinds) or 0}", flush=True)  # fmt: skip
         for v in this.violations:
             print(f"    {v.kind}: {v.detail}", flush=True)
+        if out is not None:  # so far: a soak cut short keeps its figures
+            out.write_text(json.dumps(summary(played, seed, time.monotonic() - started, root),
+                                      indent=2) + "\n")  # fmt: skip
     return summary(played, seed, time.monotonic() - started, root)
 
 
@@ -434,18 +462,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", default=",".join(FAULTS),
                         help=f"comma-separated, from: {', '.join(FAULTS)}")  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="where the searches go (default: temp)")
-    parser.add_argument("--json", type=Path, help="also write the summary here")
+    parser.add_argument("--json", type=Path, help="also write the summary here, each round")
     args = parser.parse_args(argv)
     faults = [f for f in args.faults.split(",") if f]
     if unknown := sorted(set(faults) - set(FAULTS)):
         parser.error(f"unknown faults {unknown}; known: {', '.join(FAULTS)}")
     root = args.workdir or Path(tempfile.mkdtemp(prefix="mixmo-chaos-"))
     root.mkdir(parents=True, exist_ok=True)
-    result = soak(args.rounds, args.seed, faults, root.resolve())
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    result = soak(args.rounds, args.seed, faults, root.resolve(), args.json)
+    print(json.dumps(result, indent=2))
     return 1 if result["violations"] else 0
 
 
