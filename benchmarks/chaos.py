@@ -25,8 +25,9 @@ scheduler.jsonl are checked (`check_search`):
                    and a trial is pruned in MLflow exactly when asha stopped it below max_t
     failed_trial   no trial failed (the space has no failing trial; one kill is within
                    Tune's two retries)
-    driver_exit    SIGINT/SIGTERM end with 130, a killed worker with 0; resumes with 0, and
-                   no process of a driver outlives it by 20 s
+    driver_exit    SIGINT/SIGTERM end with 130 (or die of the signal before the search
+                   began: a signal during start-up), a killed worker with 0; resumes with
+                   0, and no process of a driver outlives it by 20 s
 
 It prints a line per round and a JSON summary at the end. Not part of CI (it takes about a
 minute a round); tests/benchmarks/test_chaos.py checks the invariant checker on hand-made
@@ -346,11 +347,15 @@ def inject(fault: str, search: Search, driver: subprocess.Popen, rng: random.Ran
     return f"SIGKILL to trial worker {pid}"
 
 
-def expected_exit(fault: str, returncode: int, finished: bool) -> bool:
-    if finished and returncode == 0:  # the fault came as the search ended
+def expected_exit(fault: str, returncode: int, search: Search) -> bool:
+    """The driver's exit status as the fault should leave it."""
+    if search.status() == "finished" and returncode == 0:  # the fault came as it ended
         return True
-    return {"sigint-driver": 130, "sigterm-driver": 130, "sigkill-driver": -9,
-            "kill-worker": 0}[fault] == returncode  # fmt: skip
+    if fault == "sigkill-driver":
+        return returncode == -signal.SIGKILL
+    if fault in SIGNALS and returncode == -SIGNALS[fault]:  # the signal's default action:
+        return not search.folder.joinpath("search.json").exists()  # only before it began
+    return {"sigint-driver": 130, "sigterm-driver": 130, "kill-worker": 0}[fault] == returncode
 
 
 def play_round(number: int, search: Search, rng: random.Random, faults: list[str]) -> Round:
@@ -374,7 +379,7 @@ def play_round(number: int, search: Search, rng: random.Random, faults: list[str
         left = end_session(driver.pid, 0 if fault == "sigkill-driver" else LEAVE_S)
     if left and fault != "sigkill-driver":
         this.violations.append(Violation("driver_exit", f"processes left behind: {left}"))
-    if not expected_exit(fault, driver.returncode, search.status() == "finished"):
+    if not expected_exit(fault, driver.returncode, search):
         this.violations.append(Violation("driver_exit", f"{fault}: the driver exited "
                                          f"{driver.returncode}; see {log}"))  # fmt: skip
     if fault != "sigkill-driver" and search.folder.joinpath("search.json").is_file():
