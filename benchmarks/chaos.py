@@ -11,7 +11,8 @@ then runs `--resume` until the search says it finished. Faults:
 
     sigint-driver, sigterm-driver   the driver stops cleanly: exit 130, nothing left RUNNING
     sigkill-driver                  the driver and its local Ray die at once (a dead machine)
-    kill-worker                     SIGKILL of a running trial's worker (`ray::ImplicitFunc`)
+    kill-worker                     SIGKILL of a trial worker process (`ray::ImplicitFunc`,
+                                    running a trial or idle in Tune's cache for the next)
 
 After every round the search's MLflow runs, Optuna study, search.json, Tune's results and
 scheduler.jsonl are checked (`check_search`):
