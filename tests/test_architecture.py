@@ -31,7 +31,7 @@ LAYERS = [
      "search.study_storage", "search.tracking_queue", "search.schema", "search.space_check",
      "search.space",
      "search.outcomes", "search.record", "search.signals", "search.scheduler",
-     "search.retention", "search.hold",
+     "search.retention", "search.hold", "search.actor_reuse",
      "search.cluster", "search.optuna_search", "search.trainable",
      "search.lost_trials", "search.mlflow_callback", "search.progress", "search.summary",
      "search.plan", "search.run"],

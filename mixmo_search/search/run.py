@@ -263,6 +263,7 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
     """Build the Tuner (or restore it) and fit it on the running Ray; return trial statuses."""
     from ray import tune
 
+    from mixmo_search.search.actor_reuse import requeue_when_a_reused_actor_dies
     from mixmo_search.search.mlflow_callback import MlflowTrials
     from mixmo_search.search.progress import ProgressLines, report_epochs
     from mixmo_search.search.retention import CheckpointPruning
@@ -308,6 +309,7 @@ def _run_tune(plan: SearchPlan, exp_id: str, parent_id: str) -> list[str]:
         )
     else:
         tuner = tune.Tuner(trainable, tune_config=_tune_config(plan, guard), run_config=run_config)
+    requeue_when_a_reused_actor_dies()  # trials reuse processes (reuse_actors); see there
     tuner.fit()
     return _statuses(plan)
 
