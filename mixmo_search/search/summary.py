@@ -9,7 +9,10 @@ pruned at epoch 2") and names a best value only when the evidence holds it (see
 Every command it prints runs as shown: it names the interpreter that ran the search (the
 virtual environment's, when `python` on PATH is another one) and every flag that is not a
 default, so a pasted `--resume` finds the same storage, store and resources. A tracking
-server serves its own MLflow UI: then the address is printed instead of `mlflow ui`.
+server serves its own MLflow UI: then the address is printed instead of `mlflow ui`. Each
+server command names its port: the tool's default when it is free on 127.0.0.1 as the report
+is printed, else one the OS says is free (a dashboard left open on 8501 does not make the
+printed one fail).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import math
 import shlex
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +41,7 @@ STATUSES = (*(o.value for o in Outcome), "running")  # a trial's `mixmo.status` 
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 FEW_VALUES = 12  # an int param with at most this many values gets a finding per value
 TWO_SE = 2.0  # a finding names a best value only when it leads by this many standard errors
+DEFAULT_PORTS = {"dashboard:": 8501, "MLflow UI:": 5000, "Optuna:": 8080}  # each tool's own
 
 
 def summarize(trials: pd.DataFrame, plan: SearchPlan) -> dict[str, Any]:
@@ -255,14 +260,32 @@ def next_steps(plan: SearchPlan) -> list[tuple[str, str]]:
     """(label, command) of what to run next, each as it should be pasted."""
     python, uri = interpreter(), shlex.quote(plan.mlflow_uri)
     study = shlex.quote(plan.study_url)  # libpq finds a server's password in PGPASSFILE
+    port = {label: free_port(default) for label, default in DEFAULT_PORTS.items()}
     return [
         ("dashboard:", f"MLFLOW_TRACKING_URI={uri} {python} -m streamlit run "
-                       f"{_here(DASHBOARD)} --server.address 127.0.0.1"),
+                       f"{_here(DASHBOARD)} --server.address 127.0.0.1 "
+                       f"--server.port {port['dashboard:']}"),
         ("MLflow UI:", plan.mlflow_uri if _is_server(plan.mlflow_uri) else
-                       f"{python} -m mlflow ui --backend-store-uri {uri} --host 127.0.0.1"),
-        ("Optuna:", f"{script('optuna-dashboard')} {study} --host 127.0.0.1"),
+                       f"{python} -m mlflow ui --backend-store-uri {uri} --host 127.0.0.1 "
+                       f"--port {port['MLflow UI:']}"),
+        ("Optuna:", f"{script('optuna-dashboard')} {study} --host 127.0.0.1 "
+                    f"--port {port['Optuna:']}"),
         ("promote:", f"{python} -m mixmo_search.promote --search {plan.name} --mlflow-uri {uri}"),
     ]  # fmt: skip
+
+
+def free_port(preferred: int) -> int:
+    """`preferred` when nothing listens on 127.0.0.1:`preferred` now, else a port the OS
+    says is free there."""
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise OSError("no free TCP port on 127.0.0.1")
 
 
 def _is_server(uri: str) -> bool:

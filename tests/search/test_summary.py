@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -14,7 +15,13 @@ from hypothesis import strategies as st
 
 from mixmo_search.search.plan import make_plan
 from mixmo_search.search.space import load_space
-from mixmo_search.search.summary import format_summary, resume_command, script, summarize
+from mixmo_search.search.summary import (
+    format_summary,
+    free_port,
+    resume_command,
+    script,
+    summarize,
+)
 
 SPACES = Path(__file__).parents[1] / "spaces"
 
@@ -153,3 +160,20 @@ def test_scripts_are_named_as_the_shell_will_find_them():
     python = script("python")
     assert python == "python" or Path(python).name == "python"
     assert Path(sys.executable).parent.joinpath("optuna-dashboard").exists()
+
+
+def test_a_printed_port_is_the_default_when_free_else_another_free_one():
+    """The `next:` servers' ports: a port nobody listens on is kept; one taken (a dashboard
+    left open) gives way to a port that can be listened on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert free_port(port) == port
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        other = free_port(port)
+        assert other != port
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", other))
+            server.listen()

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mixmo_search import tracking, trial_table
 from mixmo_search.search.hold import HOLD_ENV
-from tests.waiting import scaled
+from mixmo_search.search.summary import DEFAULT_PORTS
+from tests.waiting import scaled, wait_until
 
 SHIPPED = sorted((Path(__file__).parents[2] / "search_spaces").glob("*.yaml"))
 QUICKSTART = Path(__file__).parents[2] / "search_spaces" / "quickstart.yaml"
@@ -42,11 +46,16 @@ def test_dry_run_on_every_shipped_space(space, tmp_path, run_tune):
 def test_quickstart_runs_end_to_end(tmp_path, run_tune):
     """`make run`'s search (named as it names it): trials, MLflow, Optuna and the summary tell
     the same story, pruned trials are pruned everywhere, and every printed command works."""
+    uri, name = f"sqlite:///{tmp_path / 'mlflow.db'}", "quickstart-20261201-120000"
+    with _taken(DEFAULT_PORTS.values()) as taken:  # as a dashboard left open would take them
+        done = run_tune("--space", str(QUICKSTART), "--gpus", "0", "--trials", "6",
+                        "--mlflow-uri", uri, "--name", name, cwd=tmp_path)  # fmt: skip
+        _quickstart_agrees(done, tmp_path, uri, name, taken)
+
+
+def _quickstart_agrees(done, tmp_path: Path, uri: str, name: str, taken: set[int]) -> None:
     import optuna
 
-    uri, name = f"sqlite:///{tmp_path / 'mlflow.db'}", "quickstart-20261201-120000"
-    done = run_tune("--space", str(QUICKSTART), "--gpus", "0", "--trials", "6",
-                    "--mlflow-uri", uri, "--name", name, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "best trial" in done.stdout and f"search {name!r}: 6 trials" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr and "╭" not in done.stdout  # no tables
@@ -113,47 +122,59 @@ def test_quickstart_runs_end_to_end(tmp_path, run_tune):
     best = trial_table.best_trial(trial_table.reported(trials), "val/acc", "max")
     assert summary["search"] == name and summary["best"]["trial_id"] == best["trial_id"]
     assert summary["best"]["optuna_trial"] == study.best_trial.number  # ties as Optuna's
-    _printed_commands_work(done.stdout, tmp_path, model=f"mixmo-{name}")
+    _printed_commands_work(done.stdout, tmp_path, model=f"mixmo-{name}", taken=taken)
 
 
-SERVERS = {  # what each printed server command answers on, when it is up
-    "dashboard:": "http://127.0.0.1:8501/_stcore/health",
-    "MLflow UI:": "http://127.0.0.1:5000/health",
-    "Optuna:": "http://127.0.0.1:8080/api/studies",
+HEALTH = {  # what each printed server command answers on, when it is up
+    "dashboard:": "/_stcore/health",
+    "MLflow UI:": "/health",
+    "Optuna:": "/api/studies",
 }
 
 
-def _printed_commands_work(stdout: str, cwd: Path, model: str) -> None:
-    """Run each `next:` command as pasted: servers answer on the loopback only, and
-    `promote` registers the best trial."""
-    import urllib.request
+@contextlib.contextmanager
+def _taken(ports) -> Iterator[set[int]]:
+    """Listen on each of `ports` at 127.0.0.1 that is free (another process may hold the
+    rest); yields the ones this test holds."""
+    with contextlib.ExitStack() as stack:
+        held = set()
+        for port in ports:
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            sock.listen()
+            held.add(port)
+        yield held
 
+
+def _printed_commands_work(stdout: str, cwd: Path, model: str, taken: set[int]) -> None:
+    """Run each `next:` command as pasted, the tools' default ports taken: each server
+    answers on the port its command names, on the loopback only, and `promote` registers
+    the best trial."""
     import psutil
 
     lines = stdout[stdout.index("\nnext:") + 1 :].splitlines()[1:]
     commands = {line.split(":", 1)[0].strip() + ":": line.split(":", 1)[1].strip()
                 for line in lines if ":" in line}  # fmt: skip
-    assert set(commands) == {*SERVERS, "promote:"}, commands
+    assert set(commands) == {*HEALTH, "promote:"}, commands
     promoted = subprocess.run(commands["promote:"], shell=True, cwd=cwd, capture_output=True,
                               text=True, timeout=600)  # fmt: skip
     assert promoted.returncode == 0, promoted.stderr[-2000:]
     assert f"as {model} version 1, alias champion" in promoted.stdout
-    for label, health in SERVERS.items():
+    for label, path in HEALTH.items():
+        port = int(re.search(r"--(?:server\.)?port (\d+)", commands[label])[1])
+        assert port not in taken, f"{label} printed a port in use: {commands[label]}"
+        health = f"http://127.0.0.1:{port}{path}"
         server = subprocess.Popen(
             commands[label], shell=True, cwd=cwd, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    with urllib.request.urlopen(health, timeout=5) as response:
-                        assert response.status == 200
-                    break
-                except OSError:
-                    assert server.poll() is None, f"{label} exited: {commands[label]}"
-                    assert time.monotonic() < deadline, f"{label} never answered at {health}"
-                    time.sleep(1)
+            wait_until(
+                functools.partial(_answers, health, server, label), 120, f"{label} at {health}"
+            )
             shell = psutil.Process(server.pid)
             ips = {c.laddr.ip for p in [shell, *shell.children(recursive=True)]
                    for c in p.net_connections("inet") if c.status == "LISTEN"}  # fmt: skip
@@ -161,6 +182,18 @@ def _printed_commands_work(stdout: str, cwd: Path, model: str) -> None:
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
+
+
+def _answers(url: str, server: subprocess.Popen, label: str) -> bool:
+    """Whether `url` answers 200 now; fails at once if the server exited."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        assert server.poll() is None, f"{label} exited ({server.returncode})"
+        return False
 
 
 def test_pareto_set_matches_non_dominated_trials_in_mlflow(search_store):
