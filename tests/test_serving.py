@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from mixmo_search.promote import promote
 from mixmo_search.serving import classify, load_network
+from tests.waiting import WaitTimeout, wait_until
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START_S = 180  # mlflow models serve imports the model's code and torch: slow on a busy machine
@@ -71,23 +71,26 @@ def server(champion, tmp_path_factory):
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"mlflow models serve did not answer:\n{Path(log.name).read_text()}")
-            time.sleep(1)
+        try:
+            wait_until(lambda: _pings(url, process), START_S, f"mlflow models serve at {url}")
+        except (WaitTimeout, AssertionError) as stopped:
+            log.flush()
+            pytest.fail(f"{stopped}:\n{Path(log.name).read_text()}")
         yield url, process
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
         log.close()
+
+
+def _pings(url: str, process: subprocess.Popen) -> bool:
+    """Whether the server answers its /ping now; fails at once if it exited."""
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        assert process.poll() is None, f"mlflow models serve exited ({process.returncode})"
+        return False
 
 
 def test_the_readmes_curl_gets_the_networks_answer(champion, server):

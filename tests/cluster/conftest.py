@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import WaitTimeout, scaled, wait_until
+
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 SERVICE_USER = "postgres"  # the system user Debian's postgresql package creates
 START_TIMEOUT_S = 120  # MLflow creates its tables on first start: ~20 s on two busy cores
@@ -148,19 +150,22 @@ def postgres() -> Iterator[Postgres]:
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    """Poll `url` (GET, expecting 200) until it answers, the process dies, or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Wait until `url` answers GET with 200; fail, with the server's log, if the process
+    dies or `timeout` (scaled) runs out."""
+
+    def healthy() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"the server exited ({proc.returncode}):\n{log.read_text()}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
+                return response.status == 200
         except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer in {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+            return False
+
+    try:
+        wait_until(healthy, timeout, f"{url} to answer", interval=0.5)
+    except WaitTimeout as late:
+        raise AssertionError(f"{late}:\n{log.read_text()[-4000:]}") from None
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -313,7 +318,7 @@ def _read_json_line(proc: subprocess.Popen, timeout: float) -> dict:
 
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while time.monotonic() < deadline:
             if selector.select(timeout=1):
                 line = proc.stdout.readline()
