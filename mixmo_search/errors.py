@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import NoReturn, TypeVar
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130  # 130: the shell's code for Ctrl-C
 
 
 class UserError(Exception):

@@ -6,16 +6,19 @@
 
 Ray Tune runs the trials (a local Ray on 127.0.0.1 unless --address joins a cluster), an
 Optuna sampler proposes them, and every trial is a nested MLflow run under the search's
-parent run. Bad input exits with code 2 and one line saying what to fix.
+parent run. Bad input exits with code 2 and one line saying what to fix. Ctrl-C or SIGTERM
+before the search starts (while the plan is checked) exits 130, saying nothing was written.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from typing import TYPE_CHECKING
 
 from mixmo_search import tracking
-from mixmo_search.errors import Parser, exit_on_user_error
+from mixmo_search.errors import EXIT_INTERRUPTED, Parser, exit_on_user_error
 
 if TYPE_CHECKING:
     import optuna
@@ -61,8 +64,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _as_ctrl_c)  # SIGTERM is Ctrl-C from the first line on
+    try:
+        _main(argv)
+    except KeyboardInterrupt:  # the search handles its own from its claim on: none written
+        print("stopped before the search started: nothing was started or written",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(EXIT_INTERRUPTED) from None
+
+
+def _as_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@exit_on_user_error
+def _main(argv: list[str] | None) -> None:
     args = parse_args(argv)
     from mixmo_search.search.cluster import use_cluster_env, use_local_ray_env
 

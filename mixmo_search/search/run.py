@@ -15,11 +15,12 @@ from typing import Any
 
 from mixmo_search import tracking, trial_table
 from mixmo_search.checkpoint import code_revision
+from mixmo_search.errors import EXIT_INTERRUPTED
 from mixmo_search.search import cluster, outcomes, record
 from mixmo_search.search.outcomes import Ending, Outcome
 from mixmo_search.search.plan import MACHINE_KEYS, SearchPlan, read_meta, sized_by_cluster
 from mixmo_search.search.signals import STOP
-from mixmo_search.search.summary import EXIT_INTERRUPTED, summarize
+from mixmo_search.search.summary import summarize
 
 ENDED_BY_TUNE = ("TERMINATED", "ERROR")  # Tune's statuses of a trial it is done with
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixmo_search import trial_table
-from mixmo_search.errors import EXIT_FAILED, one_line
+from mixmo_search.errors import EXIT_FAILED, EXIT_INTERRUPTED, one_line
 from mixmo_search.search.outcomes import Outcome
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
 
 
 STATUSES = (*(o.value for o in Outcome), "running")  # a trial's `mixmo.status` tags
-EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 FEW_VALUES = 12  # an int param with at most this many values gets a finding per value
 TWO_SE = 2.0  # a finding names a best value only when it leads by this many standard errors
 DEFAULT_PORTS = {"dashboard:": 8501, "MLflow UI:": 5000, "Optuna:": 8080}  # each tool's own

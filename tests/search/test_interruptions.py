@@ -7,6 +7,7 @@
   resume every asha decision, before and after, is the rule computed over all rung records,
   and Tune, MLflow, Optuna and the summary agree on which trials were pruned.
 - the time budget: the trials it stops are out of time in every view, never pruned.
+- a signal while the plan is still being checked: exit 130, one line, nothing written.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pytest
 from mlflow.entities import ViewType
 
 from mixmo_search import tracking, trial_table
+from tests.waiting import scaled, wait_until
 
 SPACES = Path(__file__).parents[1] / "spaces"
 ASHA = SPACES / "asha_resume.yaml"  # grace 1, factor 2, max_t 4: rungs at epochs 1 and 2
@@ -220,6 +222,32 @@ def _the_rest_were_lost(client, study: dict, ours: set[int]) -> None:
 
 def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_signal_while_the_plan_is_checked_exits_130_and_writes_nothing(sig, tmp_path):
+    """Found by the chaos soak: Ctrl-C while the driver imported torch ended in a
+    KeyboardInterrupt traceback, and SIGTERM killed it without a word."""
+    work = tmp_path / "work"
+    work.mkdir()
+    driver = _start(["--space", str(SPACES.parent.parent / "search_spaces/quickstart.yaml"),
+                     "--gpus", "0"], work, tmp_path / "tune.log")  # fmt: skip
+    try:
+        wait_until(lambda: _maps_torch(driver), 120, "the driver to load torch", interval=0.05)
+        driver.send_signal(sig)
+        returncode = driver.wait(timeout=scaled(120))
+    finally:
+        _end_session(driver.pid)
+    output = (tmp_path / "tune.log").read_text()
+    assert returncode == 130, output[-3000:]
+    assert output.strip() == "stopped before the search started: nothing was started or written"
+    assert list(work.iterdir()) == []
+
+
+def _maps_torch(driver: subprocess.Popen) -> bool:
+    """Whether the driver has begun loading torch's library (the plan's network checks)."""
+    assert driver.poll() is None, f"the driver exited ({driver.returncode}) before torch"
+    return "libtorch" in Path(f"/proc/{driver.pid}/maps").read_text()
 
 
 def test_the_time_budget_stops_trials_out_of_time_never_pruned(tmp_path):
