@@ -12,6 +12,8 @@
 # Ray's ports must be reachable from the workers only: keep them on a private network.
 set -euo pipefail
 export RAY_AUTH_MODE=token
+# trials run at this node's priority, not at Ray's nice 15 (starved beside any busy program)
+export RAY_worker_niceness="${RAY_worker_niceness:-0}"
 token_file="${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}"
 if [[ -z "${RAY_AUTH_TOKEN:-}" && ! -s "$token_file" ]]; then
     echo "ray-head.sh: no Ray token at $token_file; run 'ray get-auth-token --generate' first" >&2

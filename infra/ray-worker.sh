@@ -5,6 +5,8 @@
 set -euo pipefail
 : "${RAY_HEAD:?set RAY_HEAD=host:port of the head node}"
 export RAY_AUTH_MODE=token
+# trials run at this node's priority, not at Ray's nice 15 (starved beside any busy program)
+export RAY_worker_niceness="${RAY_worker_niceness:-0}"
 token_file="${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}"
 if [[ -z "${RAY_AUTH_TOKEN:-}" && ! -s "$token_file" ]]; then
     echo "ray-worker.sh: no Ray token at $token_file; copy the head's ~/.ray/auth_token here" >&2

@@ -286,13 +286,14 @@ class RayCluster:
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a driver (or a node) of this cluster: its token, the loopback
-        setting, this checkout on PYTHONPATH, and Ray's files under the cluster's folder."""
+        setting, this checkout on PYTHONPATH, Ray's files under the cluster's folder, and
+        trials at the node's priority (as infra/ray-*.sh start them)."""
         root = str(Path(__file__).resolve().parents[2])
         path = os.environ.get("PYTHONPATH")
         return {
             **os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": str(self.temp_dir),
-            "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root,
+            "RAY_worker_niceness": "0", "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root,
             "PYTHONUNBUFFERED": "1", **extra,
         }  # fmt: skip
 
