@@ -293,8 +293,8 @@ class RayCluster:
         return {
             **os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": str(self.temp_dir),
-            "RAY_worker_niceness": "0", "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root,
-            "PYTHONUNBUFFERED": "1", **extra,
+            "RAY_worker_niceness": "0", "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root, **extra,
         }  # fmt: skip
 
     def command(self, line: str, timeout: float = 180) -> dict:
