@@ -265,6 +265,10 @@ class Search:
         """The process session its trial workers run in: the driver's, or the cluster's."""
         return self.cluster.ray.proc.pid if self.cluster else driver.pid
 
+    def trials_left(self) -> list[str]:
+        """After a driver exited: its trials still on the cluster (`trials_left`)."""
+        return trials_left(self.cluster.ray.proc.pid) if self.cluster else []
+
     def start(self, *, resume: bool, log: Path) -> subprocess.Popen:
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": str(self.ray_tmp),
@@ -314,13 +318,12 @@ def end_session(sid: int, grace_s: float = 0) -> list[str]:
     return [proc.info["name"] for proc in procs]
 
 
-def trials_left(search: Search, driver: subprocess.Popen) -> list[str]:
-    """On the cluster, which outlives its drivers: trial processes still alive `LEAVE_S`
-    after the driver exited (Ray ends a job's workers when its driver goes), then killed."""
-    if search.cluster is None:
-        return []
-    deadline = time.monotonic() + LEAVE_S
-    while (alive := trial_processes(search.trial_session(driver))) and time.monotonic() < deadline:
+def trials_left(session: int, grace_s: float = LEAVE_S) -> list[str]:
+    """Trial processes of process session `session` still alive `grace_s` seconds from now,
+    then killed: on the cluster, which outlives its drivers, Ray must end a job's trial
+    workers once its driver is gone, however it went."""
+    deadline = time.monotonic() + grace_s
+    while (alive := trial_processes(session)) and time.monotonic() < deadline:
         time.sleep(0.5)
     for pid in alive:
         with contextlib.suppress(OSError):
@@ -423,7 +426,7 @@ def play_round(number: int, search: Search, rng: random.Random, faults: list[str
         left = end_session(driver.pid, 0 if fault == "sigkill-driver" else LEAVE_S)
     if fault == "sigkill-driver":
         left = []  # a dead machine: its local Ray dies with it (a cluster's is checked below)
-    left += trials_left(search, driver)
+    left += search.trials_left()
     if left:
         this.violations.append(Violation("driver_exit", f"processes left behind: {left}"))
     said = log.read_bytes()[offset:].decode(errors="replace")
@@ -450,7 +453,7 @@ def resume_until_finished(search: Search, this: Round, log: Path) -> None:
         except subprocess.TimeoutExpired:
             driver.kill()
             driver.wait()
-        left = end_session(driver.pid, LEAVE_S) + trials_left(search, driver)
+        left = end_session(driver.pid, LEAVE_S) + search.trials_left()
         if driver.returncode != 0 or left:
             said = f"resume {this.resumes} exited {driver.returncode}, left {left}; see {log}"
             this.violations.append(Violation("driver_exit", said))
