@@ -1,18 +1,31 @@
 """Chaos soak: rounds of a real small search, each hit by one random fault, then resumed.
 
-    python benchmarks/chaos.py --rounds 50 --seed 0
+    python benchmarks/chaos.py --cluster --rounds 50 --seed 0
     python benchmarks/chaos.py --rounds 3 --faults sigkill-driver,kill-worker --json out.json
 
 Each round starts a search of benchmarks/spaces/chaos.yaml (digits, 8 trials of 6 epochs,
-asha at epochs 1, 2, 4; local Ray on 127.0.0.1 with token authentication; one SQLite MLflow
-store shared by every round), injects one fault drawn uniformly (seeded) at a random moment
+asha at epochs 1, 2, 4), injects one fault drawn uniformly (seeded) at a random moment
 (after a drawn number of trial events the driver printed, plus a jitter under a second),
-then runs `--resume` until the search says it finished. Faults:
+then runs `--resume` until the search says it finished. Two modes:
+
+    (default)   each driver starts its own local Ray on 127.0.0.1 (token authentication);
+                one SQLite MLflow store shared by every round
+    --cluster   every driver joins one loopback multi-node Ray (a head with no CPUs, two
+                1-CPU worker nodes, token authentication) with --address, and logs over
+                HTTP to one MLflow tracking server on PostgreSQL, both living for the whole
+                soak as a real cluster would (benchmarks/chaos_cluster.py)
+
+Faults:
 
     sigint-driver, sigterm-driver   the driver stops cleanly: exit 130, nothing left RUNNING
-    sigkill-driver                  the driver and its local Ray die at once (a dead machine)
+    sigkill-driver                  the driver dies at once (with its local Ray: a dead
+                                    machine; on the cluster its trials must end with it)
     kill-worker                     SIGKILL of a trial worker process (`ray::ImplicitFunc`,
                                     running a trial or idle in Tune's cache for the next)
+    kill-node        (--cluster)    SIGKILL of a worker node and its processes; a new node
+                                    joins at once: the trial retried elsewhere, exit 0
+    restart-mlflow   (--cluster)    SIGKILL or SIGTERM of the tracking server, started again
+                                    on its port after 1-10 s: buffered writes, exit 0
 
 After every round the search's MLflow runs, Optuna study, search.json, Tune's results and
 scheduler.jsonl are checked (`check_search`):
@@ -27,12 +40,14 @@ scheduler.jsonl are checked (`check_search`):
     failed_trial   no trial failed (the space has no failing trial; one kill is within
                    Tune's two retries)
     driver_exit    SIGINT/SIGTERM end with 130 (or die of the signal before the search
-                   began: a signal during start-up), a killed worker with 0; resumes with
-                   0, and no process of a driver outlives it by 20 s
+                   began: a signal during start-up), a killed worker or node and a
+                   restarted server with 0 (or, the server down as the driver started, 2
+                   saying it cannot reach the store); resumes with 0; no process of a
+                   driver outlives it by 20 s, nor, on the cluster, a trial process
 
 It prints a line per round and a JSON summary at the end. Not part of CI (it takes about a
 minute a round); tests/benchmarks/test_chaos.py checks the invariant checker on hand-made
-stores, and the last result is in benchmarks/RESULTS.md.
+stores and processes, and the last results are in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
