@@ -268,7 +268,8 @@ class Search:
     def __init__(self, root: Path, name: str, uri: str, cluster: Loopback | None = None) -> None:
         self.root, self.name, self.uri, self.cluster = root, name, uri, cluster
         self.folder = root / "runs" / "searches" / name
-        self.ray_tmp = Path(tempfile.mkdtemp(prefix="mxc-", dir="/tmp"))  # short socket paths
+        # its local Ray's files (short: socket paths are limited); the cluster has its own
+        self.ray_tmp = None if cluster else Path(tempfile.mkdtemp(prefix="mxc-", dir="/tmp"))
 
     def args(self, *, resume: bool) -> list[str]:
         ray = ["--address", self.cluster.ray.address] if self.cluster else ["--cpus", "2"]
@@ -285,11 +286,12 @@ class Search:
         return trials_left(self.cluster.ray.proc.pid) if self.cluster else []
 
     def start(self, *, resume: bool, log: Path) -> subprocess.Popen:
-        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": str(self.ray_tmp),
-               "PYTHONPATH": path}  # fmt: skip
         if self.cluster:
-            env = {**self.cluster.driver_env(), "PYTHONUNBUFFERED": "1"}
+            env = self.cluster.driver_env()  # unbuffered, this checkout on PYTHONPATH
+        else:
+            path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": str(self.ray_tmp),
+                   "PYTHONPATH": path}  # fmt: skip
         with log.open("a") as out:
             return subprocess.Popen(
                 self.args(resume=resume), cwd=self.root, stdout=out, stderr=subprocess.STDOUT,
@@ -304,7 +306,8 @@ class Search:
             return ""
 
     def close(self) -> None:
-        shutil.rmtree(self.ray_tmp, ignore_errors=True)
+        if self.ray_tmp:
+            shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
 
 def end_session(sid: int, grace_s: float = 0) -> list[str]:
