@@ -1,18 +1,31 @@
 """Chaos soak: rounds of a real small search, each hit by one random fault, then resumed.
 
-    python benchmarks/chaos.py --rounds 50 --seed 0
+    python benchmarks/chaos.py --cluster --rounds 50 --seed 0
     python benchmarks/chaos.py --rounds 3 --faults sigkill-driver,kill-worker --json out.json
 
 Each round starts a search of benchmarks/spaces/chaos.yaml (digits, 8 trials of 6 epochs,
-asha at epochs 1, 2, 4; local Ray on 127.0.0.1 with token authentication; one SQLite MLflow
-store shared by every round), injects one fault drawn uniformly (seeded) at a random moment
+asha at epochs 1, 2, 4), injects one fault drawn uniformly (seeded) at a random moment
 (after a drawn number of trial events the driver printed, plus a jitter under a second),
-then runs `--resume` until the search says it finished. Faults:
+then runs `--resume` until the search says it finished. Two modes:
+
+    (default)   each driver starts its own local Ray on 127.0.0.1 (token authentication);
+                one SQLite MLflow store shared by every round
+    --cluster   every driver joins one loopback multi-node Ray (a head with no CPUs, two
+                1-CPU worker nodes, token authentication) with --address, and logs over
+                HTTP to one MLflow tracking server on PostgreSQL, both living for the whole
+                soak as a real cluster would (benchmarks/chaos_cluster.py)
+
+Faults:
 
     sigint-driver, sigterm-driver   the driver stops cleanly: exit 130, nothing left RUNNING
-    sigkill-driver                  the driver and its local Ray die at once (a dead machine)
+    sigkill-driver                  the driver dies at once (with its local Ray: a dead
+                                    machine; on the cluster its trials must end with it)
     kill-worker                     SIGKILL of a trial worker process (`ray::ImplicitFunc`,
                                     running a trial or idle in Tune's cache for the next)
+    kill-node        (--cluster)    SIGKILL of a worker node and its processes; a new node
+                                    joins at once: the trial retried elsewhere, exit 0
+    restart-mlflow   (--cluster)    SIGKILL or SIGTERM of the tracking server, started again
+                                    on its port after 1-10 s: buffered writes, exit 0
 
 After every round the search's MLflow runs, Optuna study, search.json, Tune's results and
 scheduler.jsonl are checked (`check_search`):
@@ -27,18 +40,21 @@ scheduler.jsonl are checked (`check_search`):
     failed_trial   no trial failed (the space has no failing trial; one kill is within
                    Tune's two retries)
     driver_exit    SIGINT/SIGTERM end with 130 (or die of the signal before the search
-                   began: a signal during start-up), a killed worker with 0; resumes with
-                   0, and no process of a driver outlives it by 20 s
+                   began: a signal during start-up), a killed worker or node and a
+                   restarted server with 0 (or, the server down as the driver started, 2
+                   saying it cannot reach the store); resumes with 0; no process of a
+                   driver outlives it by 20 s, nor, on the cluster, a trial process
 
 It prints a line per round and a JSON summary at the end. Not part of CI (it takes about a
 minute a round); tests/benchmarks/test_chaos.py checks the invariant checker on hand-made
-stores, and the last result is in benchmarks/RESULTS.md.
+stores and processes, and the last results are in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import platform
@@ -53,6 +69,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -60,8 +77,12 @@ if str(ROOT) not in sys.path:
 
 from tests.asha import asha_rule  # noqa: E402  the rule the tests replay
 
+if TYPE_CHECKING:
+    from benchmarks.chaos_cluster import Loopback
+
 SPACE = ROOT / "benchmarks" / "spaces" / "chaos.yaml"
 FAULTS = ("sigint-driver", "sigterm-driver", "sigkill-driver", "kill-worker")
+CLUSTER_FAULTS = ("kill-node", "restart-mlflow")  # need --cluster (benchmarks/chaos_cluster.py)
 SIGNALS = {"sigint-driver": signal.SIGINT, "sigterm-driver": signal.SIGTERM,
            "sigkill-driver": signal.SIGKILL}  # fmt: skip
 MAX_MOMENT = 24  # trial events before the fault: a whole search prints about 28
@@ -241,22 +262,36 @@ def asha_decisions(folder: Path, meta: dict, runs: list) -> list[Violation]:
 
 
 class Search:
-    """One search of the soak: its name, store and the commands that drive it."""
+    """One search of the soak: its name, store and the commands that drive it, on a local
+    Ray of its own or, with `cluster`, joining the soak's loopback cluster."""
 
-    def __init__(self, root: Path, name: str, uri: str) -> None:
-        self.root, self.name, self.uri = root, name, uri
+    def __init__(self, root: Path, name: str, uri: str, cluster: Loopback | None = None) -> None:
+        self.root, self.name, self.uri, self.cluster = root, name, uri, cluster
         self.folder = root / "runs" / "searches" / name
-        self.ray_tmp = Path(tempfile.mkdtemp(prefix="mxc-", dir="/tmp"))  # short socket paths
+        # its local Ray's files (short: socket paths are limited); the cluster has its own
+        self.ray_tmp = None if cluster else Path(tempfile.mkdtemp(prefix="mxc-", dir="/tmp"))
 
     def args(self, *, resume: bool) -> list[str]:
+        ray = ["--address", self.cluster.ray.address] if self.cluster else ["--cpus", "2"]
         return [sys.executable, "-m", "mixmo_search.tune", "--space", str(SPACE), "--gpus",
-                "0", "--cpus", "2", "--mlflow-uri", self.uri, "--name", self.name,
+                "0", *ray, "--mlflow-uri", self.uri, "--name", self.name,
                 *(["--resume"] if resume else [])]  # fmt: skip
 
+    def trial_session(self, driver: subprocess.Popen) -> int:
+        """The process session its trial workers run in: the driver's, or the cluster's."""
+        return self.cluster.ray.proc.pid if self.cluster else driver.pid
+
+    def trials_left(self) -> list[str]:
+        """After a driver exited: its trials still on the cluster (`trials_left`)."""
+        return trials_left(self.cluster.ray.proc.pid) if self.cluster else []
+
     def start(self, *, resume: bool, log: Path) -> subprocess.Popen:
-        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": str(self.ray_tmp),
-               "PYTHONPATH": path}  # fmt: skip
+        if self.cluster:
+            env = self.cluster.driver_env()  # unbuffered, this checkout on PYTHONPATH
+        else:
+            path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": str(self.ray_tmp),
+                   "PYTHONPATH": path}  # fmt: skip
         with log.open("a") as out:
             return subprocess.Popen(
                 self.args(resume=resume), cwd=self.root, stdout=out, stderr=subprocess.STDOUT,
@@ -271,7 +306,8 @@ class Search:
             return ""
 
     def close(self) -> None:
-        shutil.rmtree(self.ray_tmp, ignore_errors=True)
+        if self.ray_tmp:
+            shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
 
 def end_session(sid: int, grace_s: float = 0) -> list[str]:
@@ -300,6 +336,19 @@ def end_session(sid: int, grace_s: float = 0) -> list[str]:
     return [proc.info["name"] for proc in procs]
 
 
+def trials_left(session: int, grace_s: float = LEAVE_S) -> list[str]:
+    """Trial processes of process session `session` still alive `grace_s` seconds from now,
+    then killed: on the cluster, which outlives its drivers, Ray must end a job's trial
+    workers once its driver is gone, however it went."""
+    deadline = time.monotonic() + grace_s
+    while (alive := trial_processes(session)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in alive:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return [f"ray::ImplicitFunc {pid} on the cluster" for pid in alive]
+
+
 def event_lines(log: Path, offset: int) -> int:
     """Trial events (started, an epoch at a rung, ended) the driver printed to `log` past
     `offset`: they come as each event happens (Tune writes result.json in batches)."""
@@ -317,46 +366,61 @@ def wait_for_moment(driver: subprocess.Popen, log: Path, offset: int, moment: in
     return driver.poll() is None
 
 
-def trial_worker(driver: subprocess.Popen, rng: random.Random) -> int | None:
-    """The pid of a live trial worker (`ray::ImplicitFunc`) of this driver, once there is one."""
+def trial_processes(session: int) -> list[int]:
+    """Pids of the trial worker processes (`ray::ImplicitFunc`) in process session `session`:
+    a local search's driver's, or the loopback cluster's."""
     import psutil
 
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            named = " ".join([proc.info["name"] or "", *(proc.info["cmdline"] or [])])
+            if "ImplicitFunc" in named and os.getsid(proc.pid) == session:
+                found.append(proc.pid)
+        except (OSError, psutil.Error):
+            continue
+    return sorted(found)
+
+
+def trial_worker(search: Search, driver: subprocess.Popen, rng: random.Random) -> int | None:
+    """The pid of a live trial worker (`ray::ImplicitFunc`) of this driver, once there is one."""
     while driver.poll() is None:
-        alive = []
-        for proc in psutil.process_iter(["name", "cmdline"]):
-            try:
-                named = " ".join([proc.info["name"] or "", *(proc.info["cmdline"] or [])])
-                if "ImplicitFunc" in named and os.getsid(proc.pid) == driver.pid:
-                    alive.append(proc.pid)
-            except (OSError, psutil.Error):
-                continue
-        if alive:
-            return rng.choice(sorted(alive))
+        if alive := trial_processes(search.trial_session(driver)):
+            return rng.choice(alive)
         time.sleep(0.1)
     return None
 
 
 def inject(fault: str, search: Search, driver: subprocess.Popen, rng: random.Random) -> str:
-    """Inject `fault` into the running `driver`; what was done."""
+    """Inject `fault` into the running `driver` (or its cluster); what was done."""
     if fault in SIGNALS:
         driver.send_signal(SIGNALS[fault])
         return f"{SIGNALS[fault].name} to the driver"
-    pid = trial_worker(driver, rng)
+    if fault == "kill-node":
+        before = len(trial_processes(search.trial_session(driver)))
+        done = search.cluster.kill_node(rng)
+        after = len(trial_processes(search.trial_session(driver)))
+        return f"{done} (trial processes in the cluster: {before} before, {after} after)"
+    if fault == "restart-mlflow":
+        return search.cluster.restart_mlflow(rng)
+    pid = trial_worker(search, driver, rng)
     if pid is None:
         return "no live trial worker to kill: the search ended first"
     os.kill(pid, signal.SIGKILL)
     return f"SIGKILL to trial worker {pid}"
 
 
-def expected_exit(fault: str, returncode: int, search: Search) -> bool:
-    """The driver's exit status as the fault should leave it."""
+def expected_exit(fault: str, returncode: int, search: Search, said: str = "") -> bool:
+    """The driver's exit status as the fault should leave it (`said`: its output)."""
     if search.status() == "finished" and returncode == 0:  # the fault came as it ended
         return True
+    if fault == "restart-mlflow" and returncode == 2:  # down while the driver started: refused
+        return "cannot reach the MLflow store" in said  # before anything ran (one clear line)
     if fault == "sigkill-driver":
         return returncode == -signal.SIGKILL
     if fault in SIGNALS and returncode == -SIGNALS[fault]:  # the signal's default action:
         return not search.folder.joinpath("search.json").exists()  # only before it began
-    return {"sigint-driver": 130, "sigterm-driver": 130, "kill-worker": 0}[fault] == returncode
+    return returncode == (130 if fault in SIGNALS else 0)
 
 
 def play_round(number: int, search: Search, rng: random.Random, faults: list[str]) -> Round:
@@ -378,9 +442,13 @@ def play_round(number: int, search: Search, rng: random.Random, faults: list[str
             driver.kill()
             driver.wait()
         left = end_session(driver.pid, 0 if fault == "sigkill-driver" else LEAVE_S)
-    if left and fault != "sigkill-driver":
+    if fault == "sigkill-driver":
+        left = []  # a dead machine: its local Ray dies with it (a cluster's is checked below)
+    left += search.trials_left()
+    if left:
         this.violations.append(Violation("driver_exit", f"processes left behind: {left}"))
-    if not expected_exit(fault, driver.returncode, search):
+    said = log.read_bytes()[offset:].decode(errors="replace")
+    if not expected_exit(fault, driver.returncode, search, said):
         this.violations.append(Violation("driver_exit", f"{fault}: the driver exited "
                                          f"{driver.returncode}; see {log}"))  # fmt: skip
     if fault != "sigkill-driver" and search.folder.joinpath("search.json").is_file():
@@ -403,7 +471,7 @@ def resume_until_finished(search: Search, this: Round, log: Path) -> None:
         except subprocess.TimeoutExpired:
             driver.kill()
             driver.wait()
-        left = end_session(driver.pid, LEAVE_S)
+        left = end_session(driver.pid, LEAVE_S) + search.trials_left()
         if driver.returncode != 0 or left:
             said = f"resume {this.resumes} exited {driver.returncode}, left {left}; see {log}"
             this.violations.append(Violation("driver_exit", said))
@@ -414,13 +482,27 @@ def resume_until_finished(search: Search, this: Round, log: Path) -> None:
 # ---- the soak ----------------------------------------------------------------------------
 
 
-def soak(rounds: int, seed: int, faults: list[str], root: Path, out: Path | None) -> dict:
+def soak(
+    rounds: int, seed: int, faults: list[str], root: Path, out: Path | None, *, cluster: bool
+) -> dict:
+    if not cluster:
+        return play_rounds(rounds, seed, faults, root, out, None)
+    from benchmarks.chaos_cluster import loopback
+
+    with loopback(root) as on:
+        return play_rounds(rounds, seed, faults, root, out, on)
+
+
+def play_rounds(
+    rounds: int, seed: int, faults: list[str], root: Path, out: Path | None,
+    cluster: Loopback | None,
+) -> dict:  # fmt: skip
     rng = random.Random(seed)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = cluster.uri if cluster else f"sqlite:///{root / 'mlflow.db'}"
     played: list[Round] = []
     started = time.monotonic()
     for number in range(1, rounds + 1):
-        search = Search(root, f"chaos-{seed}-{number:03d}", uri)
+        search = Search(root, f"chaos-{seed}-{number:03d}", uri, cluster)
         try:
             this = play_round(number, search, rng, faults)
         finally:
@@ -433,16 +515,21 @@ def soak(rounds: int, seed: int, faults: list[str], root: Path, out: Path | None
         for v in this.violations:
             print(f"    {v.kind}: {v.detail}", flush=True)
         if out is not None:  # so far: a soak cut short keeps its figures
-            out.write_text(json.dumps(summary(played, seed, time.monotonic() - started, root),
-                                      indent=2) + "\n")  # fmt: skip
-    return summary(played, seed, time.monotonic() - started, root)
+            out.write_text(json.dumps(summary(played, seed, time.monotonic() - started, root,
+                                              cluster), indent=2) + "\n")  # fmt: skip
+    return summary(played, seed, time.monotonic() - started, root, cluster)
 
 
-def summary(played: list[Round], seed: int, seconds: float, root: Path) -> dict:
+def summary(
+    played: list[Round], seed: int, seconds: float, root: Path, cluster: Loopback | None
+) -> dict:
     import torch
 
     violations = collections.Counter(v.kind for r in played for v in r.violations)
+    mode = ("loopback cluster: Ray head (0 CPUs) + 2 worker nodes of 1 CPU, MLflow server on "
+            "PostgreSQL" if cluster else "local Ray, SQLite MLflow store")  # fmt: skip
     return {
+        "mode": mode,
         "rounds": len(played),
         "seed": seed,
         "faults": dict(collections.Counter(r.fault for r in played)),
@@ -465,17 +552,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--faults", default=",".join(FAULTS),
-                        help=f"comma-separated, from: {', '.join(FAULTS)}")  # fmt: skip
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="join a loopback multi-node Ray and log to an MLflow server",
+    )
+    parser.add_argument(
+        "--faults",
+        help="comma-separated, from: "
+        f"{', '.join(FAULTS + CLUSTER_FAULTS)} (default: all that apply)",
+    )
     parser.add_argument("--workdir", type=Path, help="where the searches go (default: temp)")
     parser.add_argument("--json", type=Path, help="also write the summary here, each round")
     args = parser.parse_args(argv)
-    faults = [f for f in args.faults.split(",") if f]
-    if unknown := sorted(set(faults) - set(FAULTS)):
-        parser.error(f"unknown faults {unknown}; known: {', '.join(FAULTS)}")
+    known = FAULTS + CLUSTER_FAULTS if args.cluster else FAULTS
+    faults = [f for f in (args.faults or ",".join(known)).split(",") if f]
+    if unknown := sorted(set(faults) - set(known)):
+        fix = " (with --cluster)" if set(unknown) <= set(CLUSTER_FAULTS) else ""
+        parser.error(f"unknown faults {unknown}{fix}; known: {', '.join(known)}")
     root = args.workdir or Path(tempfile.mkdtemp(prefix="mixmo-chaos-"))
     root.mkdir(parents=True, exist_ok=True)
-    result = soak(args.rounds, args.seed, faults, root.resolve(), args.json)
+    result = soak(args.rounds, args.seed, faults, root.resolve(), args.json, cluster=args.cluster)
     print(json.dumps(result, indent=2))
     return 1 if result["violations"] else 0
 

@@ -21,6 +21,7 @@ from mixmo_search.search.outcomes import Ending, Outcome
 from mixmo_search.search.plan import MACHINE_KEYS, SearchPlan, read_meta, sized_by_cluster
 from mixmo_search.search.signals import STOP
 from mixmo_search.search.summary import summarize
+from mixmo_search.search.tracking_queue import Patient
 
 ENDED_BY_TUNE = ("TERMINATED", "ERROR")  # Tune's statuses of a trial it is done with
 
@@ -60,6 +61,8 @@ def _run(plan: SearchPlan) -> dict[str, Any]:
         client = tracking.connect(plan.mlflow_uri)
         exp_id = tracking.experiment_id(client, plan.experiment)
         meta = _open_search(plan, client, exp_id)
+        # from here on a store that stops answering is waited for, not a crash
+        client = Patient(client, uri=plan.mlflow_uri, doing="end the search")
         interrupted = _tune_until_stopped(plan, client, exp_id, meta)
     finally:
         import ray

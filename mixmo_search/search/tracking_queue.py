@@ -16,16 +16,22 @@ written with the same values to the same keys and paths.
 
 `flush` waits for the queue to empty (the search calls `flush_all` before it reads its own
 results); writes still queued when the driver dies are lost with it.
+
+What the search does with the store once Tune has stopped (read its trials back, end the
+stopped ones, log its summary, close its run) goes through `Patient`, a client whose calls
+wait out an outage the same way, so a server restarted as a search ends costs a wait, not
+the driver (found by the chaos soak, `benchmarks/chaos.py --cluster`).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mixmo_search import tracking
 
@@ -37,6 +43,7 @@ MAX_RETRY_S = 30.0  # a long outage is retried twice a minute
 FLUSH_TIMEOUT_S = 30 * 60.0  # how long the end of a search waits for a store that is down
 
 Operation = Callable[["MlflowClient"], None]
+T = TypeVar("T")
 _OPEN: weakref.WeakSet[TrackingQueue] = weakref.WeakSet()
 
 
@@ -139,6 +146,57 @@ def flush_all(timeout: float = FLUSH_TIMEOUT_S) -> None:
         queue.close()
 
 
+class Patient:
+    """`client` whose every call waits out an outage of the store (`when_answering`). Only
+    for calls that are safe to repeat after a lost answer: reads, tags, statuses, run names,
+    text artifacts, metric batches timestamped before the first try (not `create_run`)."""
+
+    def __init__(self, client: MlflowClient, *, uri: str, doing: str) -> None:
+        self._client, self._uri, self._doing = client, uri, doing
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._client, name)
+        if not callable(found):
+            return found
+        return functools.partial(when_answering, self._uri, self._doing, found)
+
+
+def when_answering(
+    uri: str, doing: str, call: Callable[..., T], *args: Any, timeout: float = FLUSH_TIMEOUT_S,
+    **kwargs: Any,
+) -> T:  # fmt: skip
+    """`call(*args, **kwargs)`, called again with the queue's backoff while the store `uri`
+    does not answer, saying so once when it stops and once when it is back (`doing`: what
+    waits, e.g. "end the search"); any other error is raised at once. A store down for
+    `timeout` s is a TrackingError."""
+    deadline = time.monotonic() + timeout
+    down_since: float | None = None
+    delay = FIRST_RETRY_S
+    while True:
+        try:
+            result = call(*args, **kwargs)
+        except Exception as err:
+            if not transient(err):
+                raise
+            if down_since is None:
+                down_since = time.monotonic()
+                say(f"MLflow store {uri} unreachable ({_first_line(err)}); waiting for it to "
+                    f"{doing}")  # fmt: skip
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise tracking.TrackingError(
+                    f"the MLflow store {uri} did not answer for {_duration(timeout)}, so the "
+                    f"search could not {doing}. The trials themselves are safe in --storage: "
+                    "start the server and resume the search with --resume"
+                ) from None
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, MAX_RETRY_S)
+            continue
+        if down_since is not None:
+            say(f"MLflow store {uri} is back after {time.monotonic() - down_since:.0f} s")
+        return result
+
+
 def transient(err: BaseException) -> bool:
     """Whether retrying can help: the store did not answer, or answered with a 5xx."""
     from mlflow.exceptions import MlflowException
@@ -150,6 +208,10 @@ def transient(err: BaseException) -> bool:
 
 def say(line: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def _first_line(err: BaseException) -> str:

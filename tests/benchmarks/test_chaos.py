@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -103,3 +107,69 @@ def test_a_decision_against_the_rule_and_a_pruned_trial_asha_kept_are_flagged(tm
     assert [v.detail for v in found if "is pruned" in v.detail] == [
         "trial a is pruned, asha not stopped it"
     ]
+
+
+def _process_named(name: str, seconds: float, *, new_session: bool) -> subprocess.Popen:
+    """A real process whose command line reads `name` (as Ray names its workers)."""
+    return subprocess.Popen(
+        ["bash", "-c", f"exec -a '{name}' sleep {seconds}"], start_new_session=new_session
+    )
+
+
+def test_a_trial_process_outliving_its_driver_on_the_cluster_is_flagged_and_ended():
+    stays = _process_named("ray::ImplicitFunc.train", 60, new_session=True)
+    elsewhere = _process_named("ray::ImplicitFunc.train", 60, new_session=True)
+    try:
+        time.sleep(0.2)  # exec done: the names are in place
+        assert chaos.trial_processes(stays.pid) == [stays.pid]
+        assert chaos.trials_left(stays.pid, grace_s=1) == [
+            f"ray::ImplicitFunc {stays.pid} on the cluster"
+        ]
+        assert stays.wait(timeout=10) == -signal.SIGKILL  # ended, not left behind
+        assert chaos.trials_left(stays.pid, grace_s=1) == []
+        assert elsewhere.poll() is None  # another session's trial is not this driver's
+    finally:
+        for proc in (stays, elsewhere):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_trial_process_that_ends_within_the_grace_is_not_flagged():
+    ends = _process_named("ray::ImplicitFunc.train", 1, new_session=True)
+    try:
+        time.sleep(0.2)
+        assert chaos.trial_processes(ends.pid) == [ends.pid]
+        assert chaos.trials_left(ends.pid, grace_s=10) == []
+        assert ends.wait(timeout=5) == 0
+    finally:
+        ends.kill()
+        ends.wait()
+
+
+def test_the_cluster_faults_exit_as_the_soak_expects(tmp_path):
+    search = chaos.Search(tmp_path, "exits", "sqlite:///unused.db")
+    try:
+        refused = "mixmo_search.tune: cannot reach the MLflow store 'http://127.0.0.1:1' (...)"
+        assert chaos.expected_exit("restart-mlflow", 0, search)
+        assert chaos.expected_exit("restart-mlflow", 2, search, refused)  # down at start-up
+        assert not chaos.expected_exit("restart-mlflow", 2, search, "some other error")
+        assert not chaos.expected_exit("restart-mlflow", 1, search, refused)
+        assert chaos.expected_exit("kill-node", 0, search)
+        assert not chaos.expected_exit("kill-node", 1, search)
+        assert not chaos.expected_exit("kill-node", 130, search)
+        assert chaos.expected_exit("kill-worker", 0, search)
+        assert chaos.expected_exit("sigterm-driver", 130, search)
+        assert not chaos.expected_exit("sigterm-driver", 0, search)  # not finished: stopped
+    finally:
+        search.close()
+
+
+def test_the_cluster_faults_need_the_cluster_and_are_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        chaos.main(["--faults", "kill-worker,kill-node", "--rounds", "1"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "unknown faults ['kill-node'] (with --cluster)" in err
+    with pytest.raises(SystemExit):
+        chaos.main(["--cluster", "--faults", "kill-everything", "--rounds", "1"])
+    assert "unknown faults ['kill-everything']; known: " in capsys.readouterr().err

@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,30 +100,37 @@ def _missing(what: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    """A fresh PostgreSQL cluster on 127.0.0.1 (password auth over TCP), removed afterwards."""
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
-        _missing("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
-    as_root = os.geteuid() == 0
-    run_as: list[str] = []
-    if as_root:  # postgres refuses to run as root
-        try:
-            import pwd
+def postgres_missing() -> str | None:
+    """Why PostgreSQL cannot be started here (with the fix), or None when it can."""
+    if _postgres_bin() is None:
+        return "PostgreSQL's server programs (initdb, pg_ctl) are not installed"
+    if os.geteuid() == 0:  # postgres refuses to run as root: it runs as the service user
+        import pwd
 
-            service = pwd.getpwnam(SERVICE_USER)
+        try:
+            pwd.getpwnam(SERVICE_USER)
         except KeyError:
-            _missing(f"there is no {SERVICE_USER!r} system user to run PostgreSQL as")
-        run_as = ["runuser", "-u", SERVICE_USER, "--"]
+            return f"there is no {SERVICE_USER!r} system user to run PostgreSQL as"
+    return None
+
+
+@contextmanager
+def running_postgres() -> Iterator[Postgres]:
+    """A fresh PostgreSQL cluster on 127.0.0.1 (password auth over TCP), removed afterwards
+    (`postgres_missing()` says first whether it can start). The chaos soak uses it too."""
+    bin_dir = _postgres_bin()
+    as_root = os.geteuid() == 0
+    run_as = ["runuser", "-u", SERVICE_USER, "--"] if as_root else []
     root = Path(tempfile.mkdtemp(prefix="mixmo-postgres-"))
-    if as_root:
-        os.chown(root, service.pw_uid, service.pw_gid)
     data_dir, password, port = root / "data", "superuser-test-password", free_port()
     password_file = root / "superuser.pw"
     password_file.write_text(password)
     if as_root:
-        os.chown(password_file, service.pw_uid, service.pw_gid)
+        import pwd
+
+        service = pwd.getpwnam(SERVICE_USER)
+        for path in (root, password_file):
+            os.chown(path, service.pw_uid, service.pw_gid)
 
     def run(*args: str) -> None:
         done = subprocess.run(
@@ -147,6 +155,16 @@ def postgres() -> Iterator[Postgres]:
             cwd=root, capture_output=True, timeout=60,
         )  # fmt: skip
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A fresh PostgreSQL cluster on 127.0.0.1 for the session (`running_postgres`)."""
+    missing = postgres_missing()
+    if missing:
+        _missing(missing)
+    with running_postgres() as server:
+        yield server
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -342,10 +360,11 @@ def _end_session(sid: int) -> None:
             continue
 
 
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[RayCluster]:
-    """A head (0 CPUs: the driver's node) and two 1-CPU worker nodes, all on 127.0.0.1 with
-    their own token; Ray's files in a private folder (short: Ray's socket paths are limited)."""
+@contextmanager
+def running_ray_cluster(workers: int = 2) -> Iterator[RayCluster]:
+    """A head (0 CPUs: the driver's node) and `workers` 1-CPU worker nodes, all on 127.0.0.1
+    with their own token; Ray's files in a private folder (short: Ray's socket paths are
+    limited). The chaos soak uses it too."""
     import secrets
 
     temp_dir = Path(tempfile.mkdtemp(prefix="mxr-", dir="/tmp"))
@@ -356,7 +375,8 @@ def ray_cluster() -> Iterator[RayCluster]:
         RAY_health_check_failure_threshold="3",
     )  # fmt: skip
     cluster.proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("ray_nodes.py")), "--workers", "2"],
+        [sys.executable, str(Path(__file__).with_name("ray_nodes.py")), "--workers",
+         str(workers)],
         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         text=True, start_new_session=True,
     )  # fmt: skip
@@ -372,3 +392,10 @@ def ray_cluster() -> Iterator[RayCluster]:
             pass
         _end_session(cluster.proc.pid)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """A head and two 1-CPU worker nodes on 127.0.0.1 (`running_ray_cluster`)."""
+    with running_ray_cluster() as cluster:
+        yield cluster

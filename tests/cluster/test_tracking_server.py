@@ -81,6 +81,54 @@ def test_a_server_without_a_login_passes_the_permission_checks(mlflow_server):
     tracking_auth.check_model_read(client, "models:/no-such-model@champion")
 
 
+def test_the_end_of_a_search_waits_out_a_server_restart(postgres, server_tools, tmp_path, capsys):
+    """Found by the chaos soak (`benchmarks/chaos.py --cluster`): the server SIGKILLed as the
+    driver concluded (reading its trials back, closing its run) crashed the driver with a
+    traceback, exit 1, and left the search's run RUNNING. Through `Patient` each call waits
+    for the server to come back, says so once each way, and a metric batch written twice (a
+    POST repeated after a lost answer) is stored once."""
+    import signal
+    import threading
+    import time
+
+    from mixmo_search.search.tracking_queue import Patient
+
+    postgres.create_database("ending", "ending-test-password")
+    root, port = tmp_path / "server", server_tools.free_port()
+    root.mkdir()
+
+    def start():
+        return server_tools.start_mlflow(postgres, "ending", "ending-test-password", root, port)
+
+    server, uri = start(), f"http://127.0.0.1:{port}"
+    client = tracking.connect(uri)
+    exp_id = tracking.experiment_id(client)
+    parent = client.create_run(exp_id, run_name="ending").info.run_id
+    tracking.start_trial_run(client, exp_id, parent, search="ending", trial_id="t0", params={})
+    patient = Patient(client, uri=uri, doing="end the search")
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=60)
+    restarted = []
+    back = threading.Thread(target=lambda: (time.sleep(3), restarted.append(start())))
+    back.start()
+    try:
+        trials = trial_table.load_trials(patient, exp_id, parent)  # waits for the server
+        batch = tracking.metric_batch({"trials/finished": 1}, step=0)
+        tracking.log_metric_batch(patient, parent, batch)
+        tracking.log_metric_batch(patient, parent, batch)  # the same POST again
+        tracking.set_status(patient, parent, "finished")
+        said = capsys.readouterr().out
+        assert said.count(f"MLflow store {uri} unreachable (") == 1, said
+        assert said.count(f"MLflow store {uri} is back after") == 1, said
+        assert list(trials["trial_id"]) == ["t0"]
+        assert [m.step for m in client.get_metric_history(parent, "trials/finished")] == [0]
+        assert client.get_run(parent).info.status == "FINISHED"
+    finally:
+        back.join()
+        for proc in restarted:
+            server_tools.stop(proc)
+
+
 def test_an_unreachable_server_is_one_clear_error():
     with pytest.raises(tracking.TrackingError, match="cannot reach the MLflow store"):
         tracking.connect("http://127.0.0.1:9")  # discard port: nothing answers
