@@ -65,7 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    signal.signal(signal.SIGTERM, _as_ctrl_c)  # SIGTERM is Ctrl-C from the first line on
+    # SIGTERM is Ctrl-C from the first line on, and Ctrl-C stops the search even when the
+    # shell started it with SIGINT ignored (`cmd &` in a script), as it does once Tune runs
+    signal.signal(signal.SIGTERM, _as_ctrl_c)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _main(argv)
     except KeyboardInterrupt:  # the search handles its own from its claim on: none written
