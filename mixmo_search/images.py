@@ -16,6 +16,7 @@ import hashlib
 import multiprocessing
 import os
 import pickle
+import signal
 import stat
 import warnings
 from collections.abc import Callable, Iterator
@@ -273,8 +274,17 @@ def _map(
         yield from map(fn, chunks)
         return
     workers = min(len(chunks), os.cpu_count() or 1)
-    with multiprocessing.get_context("fork").Pool(workers) as pool:  # exit terminates on error
+    fork = multiprocessing.get_context("fork")
+    with fork.Pool(workers, initializer=_worker_signals) as pool:  # exit terminates workers
         yield from pool.imap(fn, chunks)
+
+
+def _worker_signals() -> None:
+    """A pool worker dies of the SIGTERM the pool's exit sends, whatever handler it forked
+    with (a search's "already stopping" handler returns, and the pool's exit then waited on
+    that worker forever); Ctrl-C is the parent's to handle."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _decode_chunk(

@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in stop_signals}
     # SIGTERM is Ctrl-C from the first line on, and Ctrl-C stops the search even when the
     # shell started it with SIGINT ignored (`cmd &` in a script), as it does once Tune runs
     signal.signal(signal.SIGTERM, _as_ctrl_c)
@@ -75,6 +77,10 @@ def main(argv: list[str] | None = None) -> None:
         print("stopped before the search started: nothing was started or written",
               file=sys.stderr)  # fmt: skip
         raise SystemExit(EXIT_INTERRUPTED) from None
+    finally:  # called as a function (tests, notebooks), it leaves the process's handlers be
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def _as_ctrl_c(signum: int, frame: object) -> None:

@@ -156,6 +156,22 @@ def test_image_folder_sizes_must_match_unless_resized(tmp_path, monkeypatch, par
     _assert_class_colors(ds.train)
 
 
+def test_decoding_workers_end_whatever_sigterm_handler_they_forked_with():
+    """Found by the suite under load: after a test had run a search's `main` in-process, the
+    pool's exit SIGTERMed workers that had forked with a handler that returns, and waited
+    on them forever."""
+    script = (
+        "import signal\n"
+        "signal.signal(signal.SIGTERM, lambda *_: None)  # returns, as 'already stopping'\n"
+        "from mixmo_search import images\n"
+        "chunks = [['a'] * 3, ['b'] * 2, ['c']]\n"
+        "assert list(images._map(len, chunks, parallel=True)) == [3, 2, 1]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=scaled(120))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_image_folder_test_classes_must_exist_in_train(tmp_path):
     _make_image_folder(tmp_path)
     (tmp_path / "test" / "zebra").mkdir()

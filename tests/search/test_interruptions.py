@@ -255,6 +255,25 @@ def test_a_signal_while_the_plan_is_checked_exits_130_and_writes_nothing(
     assert list(work.iterdir()) == []
 
 
+def test_main_called_in_process_leaves_the_signal_handlers_as_it_found_them(tmp_path):
+    """`tune.main` as a function (tests, notebooks) sets its stop handlers for its own run
+    only: a handler it left behind was inherited by later forked workers."""
+    from mixmo_search import tune
+
+    def mine(*_):
+        return None
+
+    before = {sig: signal.signal(sig, mine) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as ended:
+            tune.main(["--space", str(tmp_path / "missing.yaml")])
+        assert ended.value.code == 2
+        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def _maps_torch(driver: subprocess.Popen) -> bool:
     """Whether the driver has begun loading torch's library (the plan's network checks)."""
     assert driver.poll() is None, f"the driver exited ({driver.returncode}) before torch"
