@@ -19,6 +19,8 @@ cores="$(nproc)"
 hogs=()
 stop_hogs() { ((${#hogs[@]})) && kill "${hogs[@]}" 2>/dev/null; hogs=(); }
 trap stop_hogs EXIT
+# Ctrl-C or SIGTERM stops everything it started: the runs too (a script's `cmd &` ignores SIGINT)
+trap 'trap - INT TERM EXIT; stop_hogs; kill -TERM 0' INT TERM
 
 start_hogs() {  # $1: the load log's name
     for ((core = 0; core < cores; core++)); do
