@@ -28,6 +28,7 @@ import pytest
 from mlflow.entities import ViewType
 
 from mixmo_search import tracking, trial_table
+from mixmo_search.search.hold import HOLD_ENV
 from tests.waiting import scaled, wait_until
 
 SPACES = Path(__file__).parents[1] / "spaces"
@@ -281,17 +282,20 @@ def _maps_torch(driver: subprocess.Popen) -> bool:
 
 
 def test_the_time_budget_stops_trials_out_of_time_never_pruned(tmp_path):
-    """Two 200-epoch trials and 20 s: the search's clock stops both. Also: the Ray token file
-    it uses is the owner's only, and its Ray session folder is gone when it ends."""
+    """Two trials held at epoch 3 (MIXMO_HOLD_AT, never released) and a 20 s budget: the
+    search's clock stops both mid-training. (Unheld, a quiet machine trained 188 of 200 epochs
+    in those 20 s, and once all of them.) Also: the Ray token file it uses is the owner's only,
+    and its Ray session folder is gone when it ends."""
     home, ray_tmp = tmp_path / "home", Path(tempfile.mkdtemp(prefix="mxr-", dir="/tmp"))
     home.mkdir()
+    held = tmp_path / "hold"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     try:
         done = subprocess.run(
             [*TUNE, "--space", str(SPACES / "time_budget.yaml"), "--gpus", "0", "--cpus", "2",
              "--mlflow-uri", uri], cwd=tmp_path, capture_output=True, text=True, timeout=600,
             env={**os.environ, "HOME": str(home), "RAY_TMPDIR": str(ray_tmp),
-                 "PYTHONUNBUFFERED": "1"},
+                 "PYTHONUNBUFFERED": "1", HOLD_ENV: f"3:{held}"},
         )  # fmt: skip
         sessions = list((ray_tmp / "ray").glob("session_*"))
     finally:
@@ -306,6 +310,8 @@ def test_the_time_budget_stops_trials_out_of_time_never_pruned(tmp_path):
         "budget" in done.stdout  # fmt: skip
     client, parent, trials = _store(uri, search)
     assert list(trials.status) == ["out_of_time"] * 2
+    assert sorted(p.stem for p in held.glob("*.held")) == sorted(trials.trial_id)
+    assert list(trials.epochs) == [3, 3]
     assert client.get_run(parent).info.status == "FINISHED"
     study = {t.number: t for t in _study(search, "time-budget").trials}
     for row in trials.itertuples():
